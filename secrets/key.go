@@ -1,0 +1,126 @@
+// Package secrets fetches the tailnet auth key and keeps it in memory only.
+//
+// It knows nothing about tailnets or proxies: it turns a configured source
+// (a static value, the environment, a file, or HashiCorp Vault) into a [Key],
+// a value that refuses to print itself. The connector package asks a [Source]
+// for the key once, at start, and hands it straight to the tailnet node.
+package secrets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const redacted = "[redacted]"
+
+// Kind classifies an auth key by its prefix so errors can be precise.
+type Kind int
+
+const (
+	KindUnknown         Kind = iota // shape is valid but the prefix is not one we know
+	KindTailscaleAuth               // tskey-auth-…: a Tailscale auth key
+	KindTailscaleClient             // tskey-client-…: an OAuth client secret; needs tags
+	KindHeadscale                   // hskey-auth-…: a Headscale preauth key
+	KindLegacyHex                   // 48+ hex digits: an older Headscale preauth key
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTailscaleAuth:
+		return "tailscale auth key"
+	case KindTailscaleClient:
+		return "tailscale oauth client secret"
+	case KindHeadscale:
+		return "headscale preauth key"
+	case KindLegacyHex:
+		return "legacy hex preauth key"
+	}
+	return "unrecognised key"
+}
+
+// Key is an auth key held in memory. Its zero value is the absent key.
+// It never prints, logs or marshals its value: String, GoString, Format
+// and MarshalJSON all give "[redacted]". Use [Key.Reveal] at the one
+// place the value must be handed to the tailnet node.
+type Key struct {
+	v    string
+	kind Kind
+}
+
+// ErrEmptyKey reports that a source produced no key at all.
+var ErrEmptyKey = errors.New("secrets: auth key is empty")
+
+// NewKey validates the shape of s (non-empty, one line, no spaces or
+// control characters) and classifies it. Surrounding white space, such as
+// the newline at the end of a key file, is trimmed. The error never
+// contains the value.
+func NewKey(s string) (Key, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Key{}, ErrEmptyKey
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == 0x7f {
+			return Key{}, fmt.Errorf("secrets: auth key has a space, line break or control character at byte %d; it must be a single token", i)
+		}
+	}
+	return Key{v: s, kind: classify(s)}, nil
+}
+
+func classify(s string) Kind {
+	switch {
+	case strings.HasPrefix(s, "tskey-auth-"):
+		return KindTailscaleAuth
+	case strings.HasPrefix(s, "tskey-client-"):
+		return KindTailscaleClient
+	case strings.HasPrefix(s, "hskey-auth-"):
+		return KindHeadscale
+	}
+	if len(s) >= 48 && strings.Trim(s, "0123456789abcdefABCDEF") == "" {
+		return KindLegacyHex
+	}
+	return KindUnknown
+}
+
+// Reveal returns the key's value. Call it only to hand the key to the
+// tailnet node; never log, print or store the result.
+func (k Key) Reveal() string { return k.v }
+
+// IsZero reports whether k holds no key.
+func (k Key) IsZero() bool { return k.v == "" }
+
+// Kind reports what kind of key k is.
+func (k Key) Kind() Kind { return k.kind }
+
+func (k Key) String() string                { return redacted }
+func (k Key) GoString() string              { return redacted }
+func (k Key) Format(f fmt.State, verb rune) { f.Write([]byte(redacted)) }
+func (k Key) MarshalJSON() ([]byte, error)  { return []byte(`"` + redacted + `"`), nil }
+func (k Key) MarshalText() ([]byte, error)  { return []byte(redacted), nil }
+
+// Source produces the auth key. Implementations must not log or print the
+// key, and must not write it anywhere.
+type Source interface {
+	// AuthKey fetches the key. It is called once per connector start.
+	AuthKey(ctx context.Context) (Key, error)
+	// Describe names where the key comes from, for messages and status
+	// ("env TS_AUTHKEY", "vault secret/tailscale#authkey (approle)").
+	// It never includes the key.
+	Describe() string
+}
+
+// Static returns a Source that always yields k.
+func Static(k Key) Source { return staticSource{k} }
+
+type staticSource struct{ k Key }
+
+func (s staticSource) AuthKey(context.Context) (Key, error) {
+	if s.k.IsZero() {
+		return Key{}, ErrEmptyKey
+	}
+	return s.k, nil
+}
+func (staticSource) Describe() string { return "static key" }
