@@ -44,6 +44,40 @@ type ControlOptions struct {
 	SlowJoin bool
 }
 
+// live are the controls started and not yet closed; Main closes them when
+// the tests end, so none outlives the test binary.
+var (
+	liveMu sync.Mutex
+	live   []*Control
+)
+
+func closeAll() {
+	liveMu.Lock()
+	cs := live
+	live = nil
+	liveMu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// Shared returns one Control per test binary, started on first use with
+// DefaultPolicy and closed by Main.
+func Shared(tb testing.TB) *Control {
+	tb.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = NewControl(ControlOptions{}) })
+	if sharedErr != nil {
+		tb.Fatal(sharedErr)
+	}
+	return shared
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *Control
+	sharedErr  error
+)
+
 // Control is a running Headscale server on 127.0.0.1.
 type Control struct {
 	URL  string // https://127.0.0.1:port
@@ -118,6 +152,9 @@ func NewControl(opts ControlOptions) (*Control, error) {
 		return nil, err
 	}
 	go func() { c.cmd.Wait(); close(c.waitCh) }()
+	liveMu.Lock()
+	live = append(live, c)
+	liveMu.Unlock()
 	if err := c.waitHealthy(30 * time.Second); err != nil {
 		c.Close()
 		return nil, err

@@ -2,6 +2,8 @@ package tailnettest
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -28,7 +30,14 @@ func Main(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "tailnettest: %v\n", err)
 		os.Exit(2)
 	}
-	os.Exit(m.Run())
+	if os.Getenv("TSCONNECT_TEST_TSLOG") == "" {
+		// tailscale's tlsdial warns through the standard logger about the
+		// self-signed test certificate on every control connection.
+		log.SetOutput(io.Discard)
+	}
+	code := m.Run()
+	closeAll()
+	os.Exit(code)
 }
 
 func reexec() int {

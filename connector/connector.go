@@ -1,0 +1,371 @@
+// Package connector starts an ephemeral, userspace tailnet node inside a
+// sandbox and dials through it, fail-closed.
+//
+// A [Connector] is a tsnet node with fixed properties: always ephemeral,
+// state kept in memory, log upload off, and a private 0700 temporary
+// directory (for the few files tsnet insists on writing) that is removed on
+// [Connector.Close]. It needs no root, no TUN device and no NET_ADMIN, and it
+// only makes outbound connections.
+//
+// # Authentication
+//
+// The auth key comes from a [secrets.Source] (the environment by default,
+// or Vault). It is fetched once at [Start], handed to the node, and never
+// written anywhere. [Start] returns only when the node is running with
+// tailnet addresses; if the control plane rejects the key, or wants an
+// interactive login, it fails within seconds with an error that says what
+// to do, rather than waiting for a browser that will never come.
+//
+// # Dialing
+//
+// [Connector.Dial] resolves MagicDNS names from the node's network map and
+// other names through the tailnet's own DNS routes (split DNS), never
+// through the host's resolver. It dials only destinations that route
+// through the tailnet (a peer's address or an accepted subnet route),
+// straight into the node's network stack: unlike tsnet.Server.Dial, it never
+// falls back to the host network.
+//
+// # Teardown
+//
+// [Connector.Close] logs the node out, so it leaves the control plane's
+// machine list at once rather than after the ephemeral inactivity timeout,
+// then closes every listener and connection and removes the temporary
+// directory. Cancelling the context given to [Start] does the same.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"tailscale.com/client/local"
+	"tailscale.com/envknob"
+	"tailscale.com/ipn"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/logtail"
+	"tailscale.com/tsnet"
+	"tailscale.com/wgengine/netstack"
+
+	"github.com/tsconnect/tsconnect/secrets"
+)
+
+// DefaultHostnamePrefix is the node name prefix when Config.HostnamePrefix
+// is empty: nodes are named "tsconnect-<uuid>".
+const DefaultHostnamePrefix = "tsconnect"
+
+// DefaultControlURL is Tailscale's coordination server, used when neither
+// Config.ControlURL nor the environment names one.
+const DefaultControlURL = "https://controlplane.tailscale.com"
+
+// Config configures a Connector. The zero value joins Tailscale's control
+// plane with the key in TS_AUTHKEY as an untagged node named
+// "tsconnect-<uuid>".
+type Config struct {
+	// HostnamePrefix is the node name prefix; the node is named
+	// "<prefix>-<uuid>". Empty means "tsconnect".
+	HostnamePrefix string
+
+	// Hostname, if set, is the exact node name, overriding HostnamePrefix.
+	Hostname string
+
+	// ControlURL is the coordination server. Empty means $TS_CONTROL_URL,
+	// else $TAILSCALE_LOGIN_SERVER, else Tailscale's own
+	// (DefaultControlURL). Use it for Headscale.
+	ControlURL string
+
+	// Tags are the ACL tags the node advertises ("tag:sandbox"). The key
+	// must be allowed to carry them. Empty means none: the node then takes
+	// the tags the key itself carries, if any.
+	Tags []string
+
+	// KeySource supplies the auth key. Nil means secrets.Env()
+	// (TS_AUTHKEY, then TS_AUTH_KEY).
+	KeySource secrets.Source
+
+	// ReadyTimeout bounds Start: joining, key checks and waiting for
+	// addresses. Zero means 30s.
+	ReadyTimeout time.Duration
+
+	// DialTimeout bounds each Dial that has no earlier deadline. Zero means
+	// 15s.
+	DialTimeout time.Duration
+
+	// IgnoreSubnetRoutes, if true, refuses destinations behind peers'
+	// subnet routes; only peers' own addresses are dialed. By default
+	// accepted subnet routes are used, as the reference integration does.
+	IgnoreSubnetRoutes bool
+
+	// Logf receives tsnet's verbose backend logs. Nil discards them.
+	Logf func(format string, args ...any)
+
+	// UserLogf receives messages meant for people: progress, warnings.
+	// Nil discards them.
+	UserLogf func(format string, args ...any)
+}
+
+// Connector is a running tailnet node. Create one with Start.
+type Connector struct {
+	cfg        Config
+	name       string
+	controlURL string
+	keyDesc    string
+	dir        string
+	srv        *tsnet.Server
+	lc         *local.Client
+	ns         *netstack.Impl
+	view       viewHolder
+
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+	stopCtx   func() bool // detaches the Start context's cancel hook
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    chan struct{}
+}
+
+// Start joins the tailnet and returns when the node is running with tailnet
+// addresses, or fails. ctx bounds both the start and the connector's
+// lifetime: cancelling it after Start returns closes the connector.
+func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := &Connector{
+		cfg:        cfg,
+		name:       cfg.hostname(),
+		controlURL: cfg.controlURL(),
+		closed:     make(chan struct{}),
+	}
+	if err := validTags(cfg.Tags); err != nil {
+		return nil, err
+	}
+	src := cfg.KeySource
+	if src == nil {
+		src = secrets.Env()
+	}
+	c.keyDesc = src.Describe()
+
+	readyCtx, cancel := context.WithTimeout(ctx, cfg.readyTimeout())
+	defer cancel()
+
+	key, err := src.AuthKey(readyCtx)
+	if err != nil {
+		return nil, &StartError{Kind: KindKey, ControlURL: c.controlURL, Err: fmt.Errorf("getting the auth key from %s: %w", c.keyDesc, err),
+			Hint: "provide a key: set TS_AUTHKEY, or configure the key source (see README, \"Vault set-up\")"}
+	}
+	if key.Kind() == secrets.KindTailscaleClient && len(cfg.Tags) == 0 {
+		return nil, &StartError{Kind: KindKey, ControlURL: c.controlURL, Err: errors.New("the key is an OAuth client secret (tskey-client-…), which can only create tagged nodes"),
+			Hint: "set tags (--tags tag:sandbox) owned by the OAuth client, or use an auth key (tskey-auth-…)"}
+	}
+
+	// No log upload, ever: both switches are process-wide, and tsnet reads
+	// them when it starts.
+	envknob.SetNoLogsNoSupport()
+	logtail.Disable()
+
+	// tsnet insists on a directory (log buffers, a netmap cache); it gets a
+	// private one that Close removes.
+	c.dir, err = os.MkdirTemp("", "tsconnect-")
+	if err != nil {
+		return nil, fmt.Errorf("connector: creating private directory: %w", err)
+	}
+	defer func() {
+		if reterr != nil {
+			c.Close()
+		}
+	}()
+
+	c.srv = &tsnet.Server{
+		Dir:           c.dir,
+		Store:         new(mem.Store),
+		Hostname:      c.name,
+		Ephemeral:     true,
+		AuthKey:       key.Reveal(),
+		ControlURL:    c.controlURL,
+		AdvertiseTags: cfg.Tags,
+		Logf:          discardIfNil(cfg.Logf),
+		UserLogf:      discardIfNil(cfg.Logf), // tsnet's "user" lines are auth URLs and such; ours are better
+	}
+	if err := c.srv.Start(); err != nil {
+		return nil, fmt.Errorf("connector: starting node: %w", err)
+	}
+	c.lc, err = c.srv.LocalClient()
+	if err != nil {
+		return nil, fmt.Errorf("connector: %w", err)
+	}
+	ns, ok := c.srv.Sys().Netstack.GetOK()
+	if !ok {
+		return nil, errors.New("connector: tsnet has no netstack")
+	}
+	if c.ns, ok = ns.(*netstack.Impl); !ok {
+		return nil, fmt.Errorf("connector: unexpected netstack type %T", ns)
+	}
+
+	if err := c.awaitRunning(readyCtx); err != nil {
+		if ctx.Err() != nil && readyCtx.Err() != context.DeadlineExceeded {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if !cfg.IgnoreSubnetRoutes {
+		if _, err := c.lc.EditPrefs(readyCtx, &ipn.MaskedPrefs{RouteAllSet: true, Prefs: ipn.Prefs{RouteAll: true}}); err != nil {
+			return nil, fmt.Errorf("connector: accepting subnet routes: %w", err)
+		}
+	}
+	if err := c.startWatch(readyCtx); err != nil {
+		return nil, err
+	}
+	c.stopCtx = context.AfterFunc(ctx, func() { c.Close() })
+	return c, nil
+}
+
+// Close logs the node out, so that it leaves the control plane's machine
+// list now, closes every listener and connection and removes the private
+// directory. It is safe to call more than once and after a failed Start;
+// later calls return the first call's result.
+func (c *Connector) Close() error {
+	c.closeOnce.Do(func() {
+		if c.stopCtx != nil {
+			c.stopCtx()
+		}
+		var errs []error
+		if c.lc != nil {
+			// Logging out deletes an ephemeral node on the control plane
+			// at once. Bounded: a dead control plane must not hold up
+			// teardown; the ephemeral timeout then applies.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if err := c.lc.Logout(ctx); err != nil && c.ready() {
+				errs = append(errs, fmt.Errorf("logging out: %w", err))
+			}
+			cancel()
+		}
+		if c.stopWatch != nil {
+			c.stopWatch()
+			<-c.watchDone
+		}
+		if c.srv != nil {
+			if err := c.srv.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.dir != "" {
+			if err := os.RemoveAll(c.dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		close(c.closed)
+		if err := errors.Join(errs...); err != nil {
+			c.closeErr = fmt.Errorf("connector: close: %w", err)
+		}
+	})
+	return c.closeErr
+}
+
+// Done is closed when the connector has been closed.
+func (c *Connector) Done() <-chan struct{} { return c.closed }
+
+// Name returns the node's name (its MagicDNS short name).
+func (c *Connector) Name() string { return c.name }
+
+// ready reports whether Start got as far as a running node.
+func (c *Connector) ready() bool { return c.view.load() != nil }
+
+// Status describes the node as the control plane's machine list would.
+type Status struct {
+	Name       string         `json:"name"`             // node name, e.g. tsconnect-3f2a…
+	FQDN       string         `json:"fqdn"`             // MagicDNS name, no trailing dot
+	IPv4       netip.Addr     `json:"ipv4"`             // tailnet IPv4 address
+	IPv6       netip.Addr     `json:"ipv6"`             // tailnet IPv6 address
+	Tags       []string       `json:"tags"`             // ACL tags the control plane gave the node
+	ControlURL string         `json:"control_url"`      // coordination server
+	State      string         `json:"state"`            // backend state: Running, NeedsLogin, Stopped…
+	Peers      int            `json:"peers"`            // peers in the network map
+	Routes     []netip.Prefix `json:"routes,omitempty"` // subnet routes reachable through peers
+	KeySource  string         `json:"key_source"`       // where the key came from (never the key)
+	Ephemeral  bool           `json:"ephemeral"`        // always true
+}
+
+// Status reports the node's identity and state.
+func (c *Connector) Status(ctx context.Context) (Status, error) {
+	st := Status{Name: c.name, ControlURL: c.controlURL, KeySource: c.keyDesc, Ephemeral: true}
+	select {
+	case <-c.closed:
+		st.State = "Closed"
+		return st, nil
+	default:
+	}
+	s, err := c.lc.StatusWithoutPeers(ctx)
+	if err != nil {
+		return st, fmt.Errorf("connector: status: %w", err)
+	}
+	st.State = s.BackendState
+	if s.Self != nil {
+		st.FQDN = strings.TrimSuffix(s.Self.DNSName, ".")
+		if s.Self.Tags != nil {
+			st.Tags = s.Self.Tags.AsSlice()
+		}
+	}
+	if v := c.view.load(); v != nil {
+		st.IPv4, st.IPv6 = v.self4, v.self6
+		st.Peers = v.peers
+		st.Routes = v.routeList()
+	}
+	return st, nil
+}
+
+func (cfg Config) hostname() string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
+	}
+	prefix := cfg.HostnamePrefix
+	if prefix == "" {
+		prefix = DefaultHostnamePrefix
+	}
+	return prefix + "-" + uuid.NewString()
+}
+
+func (cfg Config) controlURL() string {
+	for _, v := range []string{cfg.ControlURL, os.Getenv("TS_CONTROL_URL"), os.Getenv("TAILSCALE_LOGIN_SERVER")} {
+		if v != "" {
+			return strings.TrimSuffix(v, "/")
+		}
+	}
+	return DefaultControlURL
+}
+
+func (cfg Config) readyTimeout() time.Duration {
+	if cfg.ReadyTimeout > 0 {
+		return cfg.ReadyTimeout
+	}
+	return 30 * time.Second
+}
+
+func (cfg Config) dialTimeout() time.Duration {
+	if cfg.DialTimeout > 0 {
+		return cfg.DialTimeout
+	}
+	return 15 * time.Second
+}
+
+func validTags(tags []string) error {
+	for _, t := range tags {
+		if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") || strings.ContainsAny(t, " ,") {
+			return fmt.Errorf("connector: invalid tag %q: tags look like \"tag:sandbox\"", t)
+		}
+	}
+	return nil
+}
+
+func discardIfNil(f func(string, ...any)) func(string, ...any) {
+	if f == nil {
+		return func(string, ...any) {}
+	}
+	return f
+}

@@ -1,0 +1,359 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/net/dns/dnsmessage"
+	"tailscale.com/ipn"
+	"tailscale.com/types/netmap"
+)
+
+// ErrNotRoutable reports a destination that does not route through the
+// tailnet. The connector never uses the host network instead.
+var ErrNotRoutable = errors.New("not reachable through the tailnet")
+
+// RouteError is returned by Dial for a destination that is not a peer's
+// address or inside an accepted subnet route. It matches ErrNotRoutable
+// and syscall.EHOSTUNREACH with errors.Is.
+type RouteError struct {
+	Host string     // as requested
+	Addr netip.Addr // what it resolved to
+}
+
+func (e *RouteError) Error() string {
+	if e.Host == e.Addr.String() {
+		return fmt.Sprintf("connector: %s is %v: it is not a tailnet peer or inside an accepted subnet route, and the host network is never used", e.Host, ErrNotRoutable)
+	}
+	return fmt.Sprintf("connector: %s resolved to %s, which is %v: it is not a tailnet peer or inside an accepted subnet route, and the host network is never used", e.Host, e.Addr, ErrNotRoutable)
+}
+
+func (e *RouteError) Unwrap() []error { return []error{ErrNotRoutable, syscall.EHOSTUNREACH} }
+
+// view is an immutable snapshot of what the network map says, swapped
+// whole on each update so Dial reads it without locks.
+type view struct {
+	suffix       string                  // MagicDNS suffix, no dots at the ends: "tailnet.test"
+	self4, self6 netip.Addr              // this node's tailnet addresses
+	names        map[string][]netip.Addr // lower-case FQDN (no trailing dot) -> addresses
+	peerAddrs    map[netip.Addr]bool     // every peer's tailnet address
+	routes       []netip.Prefix          // accepted subnet routes of peers
+	dnsRoutes    map[string][]netip.Addr // split-DNS suffix -> nameserver IPs ("" IP list: served by MagicDNS)
+	peers        int
+}
+
+type viewHolder struct{ p atomic.Pointer[view] }
+
+func (h *viewHolder) load() *view         { return h.p.Load() }
+func (h *viewHolder) store(v *view)       { h.p.Store(v) }
+func (v *view) routeList() []netip.Prefix { return slices.Clone(v.routes) }
+
+func newView(nm *netmap.NetworkMap, acceptRoutes bool) *view {
+	v := &view{
+		suffix:    strings.Trim(nm.MagicDNSSuffix(), "."),
+		names:     map[string][]netip.Addr{},
+		peerAddrs: map[netip.Addr]bool{},
+		dnsRoutes: map[string][]netip.Addr{},
+		peers:     len(nm.Peers),
+	}
+	for _, p := range nm.GetAddresses().All() {
+		if p.Addr().Is4() {
+			v.self4 = p.Addr()
+		} else {
+			v.self6 = p.Addr()
+		}
+	}
+	addName := func(name string, addrs []netip.Addr) {
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		if name != "" {
+			v.names[name] = append(v.names[name], addrs...)
+		}
+	}
+	for _, p := range nm.Peers {
+		var addrs []netip.Addr
+		for _, pfx := range p.Addresses().All() {
+			if pfx.IsSingleIP() {
+				addrs = append(addrs, pfx.Addr())
+				v.peerAddrs[pfx.Addr()] = true
+			}
+		}
+		addName(p.Name(), addrs)
+		if acceptRoutes {
+			for _, r := range p.PrimaryRoutes().All() {
+				if r.Bits() > 0 { // never an exit route: that would be the whole internet
+					v.routes = append(v.routes, r)
+				}
+			}
+		}
+	}
+	if self := nm.SelfNode; self.Valid() {
+		addName(self.Name(), []netip.Addr{v.self4, v.self6})
+	}
+	for _, rec := range nm.DNS.ExtraRecords {
+		if rec.Type == "" || rec.Type == "A" || rec.Type == "AAAA" {
+			if ip, err := netip.ParseAddr(rec.Value); err == nil {
+				addName(rec.Name, []netip.Addr{ip})
+			}
+		}
+	}
+	for suffix, resolvers := range nm.DNS.Routes {
+		var ips []netip.Addr
+		for _, r := range resolvers {
+			if ip, err := netip.ParseAddr(r.Addr); err == nil {
+				ips = append(ips, ip)
+			} else if ap, err := netip.ParseAddrPort(r.Addr); err == nil {
+				ips = append(ips, ap.Addr())
+			} else {
+				ips = append(ips, netip.Addr{}) // DoH or other: not dialable through us
+			}
+		}
+		v.dnsRoutes[strings.ToLower(strings.Trim(suffix, "."))] = ips
+	}
+	return v
+}
+
+// routable reports whether ip is reached through the tailnet.
+func (v *view) routable(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if v.peerAddrs[ip] {
+		return true
+	}
+	for _, r := range v.routes {
+		if r.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// startWatch follows network map updates for the connector's lifetime and
+// returns once the first one has been applied.
+func (c *Connector) startWatch(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := c.lc.WatchIPNBus(wctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("connector: watching the network map: %w", err)
+	}
+	c.stopWatch, c.watchDone = cancel, make(chan struct{})
+	first := make(chan struct{})
+	go func() {
+		defer close(c.watchDone)
+		defer w.Close()
+		firstDone := false
+		for {
+			n, err := w.Next()
+			if err != nil {
+				return
+			}
+			if n.NetMap != nil {
+				c.view.store(newView(n.NetMap, !c.cfg.IgnoreSubnetRoutes))
+				if !firstDone {
+					firstDone = true
+					close(first)
+				}
+			}
+		}
+	}()
+	select {
+	case <-first:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("connector: no network map: %w", ctx.Err())
+	}
+}
+
+// Dial connects to addr ("host:port") through the tailnet. host may be a
+// MagicDNS short name ("grafana"), a FQDN, a split-DNS name, or an IP
+// address. Only TCP is supported.
+//
+// The host's resolver and network are never used: a name the tailnet
+// cannot resolve fails with a *net.DNSError, and an address outside the
+// tailnet fails with a *RouteError before any packet is sent. Errors from
+// the tailnet stack are mapped to the usual syscall errors
+// (ECONNREFUSED, EHOSTUNREACH…) so callers can tell them apart.
+func (c *Connector) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: network %q not supported: only tcp", network)}
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: bad port %q", portStr)}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.dialTimeout())
+		defer cancel()
+	}
+	ips, err := c.Resolve(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return c.dialAddrs(ctx, host, ips, uint16(port))
+}
+
+// dialAddrs dials the first routable address of ips.
+func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr, port uint16) (net.Conn, error) {
+	v := c.view.load()
+	if v == nil {
+		return nil, net.ErrClosed
+	}
+	var routeErr error
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		if !v.routable(ip) {
+			if routeErr == nil {
+				routeErr = &RouteError{Host: host, Addr: ip}
+			}
+			continue
+		}
+		src := v.self4
+		if ip.Is6() {
+			src = v.self6
+		}
+		dst := netip.AddrPortFrom(ip, port)
+		conn, err := c.ns.DialContextTCPWithBind(ctx, src, dst)
+		if err != nil {
+			return nil, dialError(ctx, dst, err)
+		}
+		return conn, nil
+	}
+	return nil, routeErr
+}
+
+// dialError maps a netstack dial error to the syscall errors callers test
+// with errors.Is. gVisor reports them as plain strings.
+func dialError(ctx context.Context, dst netip.AddrPort, err error) error {
+	var errno error
+	msg := err.Error()
+	switch {
+	case ctx.Err() != nil:
+		errno = fmt.Errorf("%w (%w)", os.ErrDeadlineExceeded, ctx.Err())
+	case strings.Contains(msg, "connection was refused"):
+		errno = syscall.ECONNREFUSED
+	case strings.Contains(msg, "no route to host"):
+		errno = syscall.EHOSTUNREACH
+	case strings.Contains(msg, "network is unreachable"):
+		errno = syscall.ENETUNREACH
+	case strings.Contains(msg, "timed out"):
+		errno = os.ErrDeadlineExceeded
+	default:
+		errno = err
+	}
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: errno}
+}
+
+// Resolve returns the tailnet addresses of host. IP literals are returned
+// as they are; MagicDNS names (short or FQDN) come from the network map;
+// other names are asked of the tailnet's own resolver, and only when a
+// split-DNS route with tailnet nameservers covers them.
+func (c *Connector) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		if ip.Zone() != "" {
+			return nil, &net.DNSError{Err: "zoned addresses are not tailnet addresses", Name: host}
+		}
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	v := c.view.load()
+	if v == nil {
+		return nil, net.ErrClosed
+	}
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	if name == "" || strings.HasSuffix(name, ".") {
+		return nil, &net.DNSError{Err: "malformed name", Name: host, IsNotFound: true}
+	}
+	if !strings.Contains(name, ".") && v.suffix != "" {
+		name += "." + v.suffix
+	}
+	if ips, ok := v.names[name]; ok {
+		return ips, nil
+	}
+	route, ok := v.dnsRouteFor(name)
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host on the tailnet (not a MagicDNS name, and no split-DNS route covers it; the host resolver is never used)", Name: host, IsNotFound: true}
+	}
+	if route != "" && route == v.suffix {
+		// MagicDNS answers its own domain from the map we already have.
+		return nil, &net.DNSError{Err: "no such host on the tailnet", Name: host, IsNotFound: true}
+	}
+	for _, ns := range v.dnsRoutes[route] {
+		if !ns.IsValid() || !v.routable(ns) {
+			return nil, &net.DNSError{Err: fmt.Sprintf("the split-DNS route for %q has nameservers outside the tailnet; the connector will not send queries through the host network", route), Name: host}
+		}
+	}
+	return c.queryDNS(ctx, host, name)
+}
+
+// dnsRouteFor returns the longest split-DNS suffix covering name.
+func (v *view) dnsRouteFor(name string) (string, bool) {
+	best, found := "", false
+	for suffix := range v.dnsRoutes {
+		if (name == suffix || strings.HasSuffix(name, "."+suffix)) && (!found || len(suffix) > len(best)) {
+			best, found = suffix, true
+		}
+	}
+	return best, found
+}
+
+// queryDNS asks the tailnet's resolver (100.100.100.100 inside the node)
+// for A and AAAA records.
+func (c *Connector) queryDNS(ctx context.Context, host, name string) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	var lastErr error
+	for _, qtype := range []string{"A", "AAAA"} {
+		msg, _, err := c.lc.QueryDNS(ctx, name+".", qtype)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var p dnsmessage.Parser
+		if _, err := p.Start(msg); err != nil {
+			lastErr = err
+			continue
+		}
+		p.SkipAllQuestions()
+		for {
+			h, err := p.AnswerHeader()
+			if err != nil {
+				break
+			}
+			switch h.Type {
+			case dnsmessage.TypeA:
+				r, err := p.AResource()
+				if err == nil {
+					ips = append(ips, netip.AddrFrom4(r.A))
+				}
+			case dnsmessage.TypeAAAA:
+				r, err := p.AAAAResource()
+				if err == nil {
+					ips = append(ips, netip.AddrFrom16(r.AAAA))
+				}
+			default:
+				p.SkipAnswer()
+			}
+		}
+	}
+	if len(ips) == 0 {
+		e := &net.DNSError{Err: "no such host on the tailnet", Name: host, IsNotFound: true}
+		if lastErr != nil {
+			e.Err, e.IsNotFound = "tailnet resolver: "+lastErr.Error(), false
+		}
+		return nil, e
+	}
+	return ips, nil
+}
