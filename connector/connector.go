@@ -52,7 +52,9 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/secrets"
+	"github.com/tsconnect/tsconnect/socks"
 )
 
 // DefaultHostnamePrefix is the node name prefix when Config.HostnamePrefix
@@ -101,6 +103,16 @@ type Config struct {
 	// accepted subnet routes are used, as the reference integration does.
 	IgnoreSubnetRoutes bool
 
+	// Allow is the destination allowlist, enforced by Dial, the proxy and
+	// HTTPClient: on the requested name before anything is resolved, and
+	// on where it resolved (which must be on the tailnet). Nil or empty
+	// means anything the tailnet routes; the tailnet ACL is then the only
+	// boundary, and Start warns through UserLogf.
+	Allow *dnsfilter.List
+
+	// Proxy, if set, starts the local SOCKS5 + HTTP proxy. Nil: no proxy.
+	Proxy *ProxyConfig
+
 	// Logf receives tsnet's verbose backend logs. Nil discards them.
 	Logf func(format string, args ...any)
 
@@ -120,6 +132,7 @@ type Connector struct {
 	lc         *local.Client
 	ns         *netstack.Impl
 	view       viewHolder
+	proxy      *socks.Server
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -222,6 +235,12 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := c.startWatch(readyCtx); err != nil {
 		return nil, err
 	}
+	if cfg.Allow.Empty() {
+		c.userLogf("warning: no allowlist: every destination the tailnet routes is reachable; the tailnet ACL is the only boundary")
+	}
+	if err := c.startProxy(); err != nil {
+		return nil, err
+	}
 	c.stopCtx = context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
 }
@@ -236,6 +255,10 @@ func (c *Connector) Close() error {
 			c.stopCtx()
 		}
 		var errs []error
+		if c.proxy != nil {
+			// First, so no new tunnel opens while the node goes away.
+			c.proxy.Close()
+		}
 		if c.lc != nil {
 			// Logging out deletes an ephemeral node on the control plane
 			// at once. Bounded: a dead control plane must not hold up
@@ -290,11 +313,14 @@ type Status struct {
 	Routes     []netip.Prefix `json:"routes,omitempty"` // subnet routes reachable through peers
 	KeySource  string         `json:"key_source"`       // where the key came from (never the key)
 	Ephemeral  bool           `json:"ephemeral"`        // always true
+	Allowlist  string         `json:"allowlist"`        // the allowlist in force, "" for none
+	Proxy      string         `json:"proxy,omitempty"`  // proxy listen address, "" for none
 }
 
 // Status reports the node's identity and state.
 func (c *Connector) Status(ctx context.Context) (Status, error) {
-	st := Status{Name: c.name, ControlURL: c.controlURL, KeySource: c.keyDesc, Ephemeral: true}
+	st := Status{Name: c.name, ControlURL: c.controlURL, KeySource: c.keyDesc, Ephemeral: true,
+		Allowlist: c.cfg.Allow.String(), Proxy: c.ProxyAddr()}
 	select {
 	case <-c.closed:
 		st.State = "Closed"
@@ -361,6 +387,12 @@ func validTags(tags []string) error {
 		}
 	}
 	return nil
+}
+
+func (c *Connector) userLogf(format string, args ...any) {
+	if c.cfg.UserLogf != nil {
+		c.cfg.UserLogf(format, args...)
+	}
 }
 
 func discardIfNil(f func(string, ...any)) func(string, ...any) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 	"tailscale.com/ipn"
@@ -176,6 +178,11 @@ func (c *Connector) startWatch(ctx context.Context) error {
 // MagicDNS short name ("grafana"), a FQDN, a split-DNS name, or an IP
 // address. Only TCP is supported.
 //
+// The allowlist (Config.Allow) is applied to the requested name (short
+// names expanded to the tailnet FQDN) or IP before anything else; a denial
+// is a *dnsfilter.DeniedError. Where the name resolved must then be on the
+// tailnet.
+//
 // The host's resolver and network are never used: a name the tailnet
 // cannot resolve fails with a *net.DNSError, and an address outside the
 // tailnet fails with a *RouteError before any packet is sent. Errors from
@@ -194,6 +201,16 @@ func (c *Connector) Dial(ctx context.Context, network, addr string) (net.Conn, e
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil || port == 0 {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: bad port %q", portStr)}
+	}
+	// The allowlist decides on the name before anything is resolved: a
+	// denied name causes no DNS query and no packet. What is resolved is
+	// the canonical form it checked.
+	d := c.cfg.Allow.Check(c.expand(host), uint16(port))
+	if err := d.Err(host, uint16(port)); err != nil {
+		return nil, err
+	}
+	if d.Host != "" {
+		host = d.Host
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -260,8 +277,9 @@ func dialError(ctx context.Context, dst netip.AddrPort, err error) error {
 
 // Resolve returns the tailnet addresses of host. IP literals are returned
 // as they are; MagicDNS names (short or FQDN) come from the network map;
-// other names are asked of the tailnet's own resolver, and only when a
-// split-DNS route with tailnet nameservers covers them.
+// other names are asked of the nameservers of the split-DNS route that
+// covers them, through the tailnet, and only when all of those nameservers
+// are on the tailnet.
 func (c *Connector) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		if ip.Zone() != "" {
@@ -296,7 +314,7 @@ func (c *Connector) Resolve(ctx context.Context, host string) ([]netip.Addr, err
 			return nil, &net.DNSError{Err: fmt.Sprintf("the split-DNS route for %q has nameservers outside the tailnet; the connector will not send queries through the host network", route), Name: host}
 		}
 	}
-	return c.queryDNS(ctx, host, name)
+	return c.queryDNS(ctx, host, name, v.dnsRoutes[route])
 }
 
 // dnsRouteFor returns the longest split-DNS suffix covering name.
@@ -310,50 +328,147 @@ func (v *view) dnsRouteFor(name string) (string, bool) {
 	return best, found
 }
 
-// queryDNS asks the tailnet's resolver (100.100.100.100 inside the node)
-// for A and AAAA records.
-func (c *Connector) queryDNS(ctx context.Context, host, name string) ([]netip.Addr, error) {
-	var ips []netip.Addr
+// queryDNS asks the split-DNS route's nameservers for A, then AAAA,
+// records, through the node's own network stack.
+//
+// tsnet's resolver (LocalClient.QueryDNS) is not used on purpose: its
+// forwarder sends UDP queries from a host socket, even to tailnet
+// nameservers, so in a userspace node they would leave through the host
+// network (tailscale net/dns/resolver/forwarder.go, packetListener).
+func (c *Connector) queryDNS(ctx context.Context, host, name string, servers []netip.Addr) ([]netip.Addr, error) {
 	var lastErr error
-	for _, qtype := range []string{"A", "AAAA"} {
-		msg, _, err := c.lc.QueryDNS(ctx, name+".", qtype)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		var p dnsmessage.Parser
-		if _, err := p.Start(msg); err != nil {
-			lastErr = err
-			continue
-		}
-		p.SkipAllQuestions()
-		for {
-			h, err := p.AnswerHeader()
+	for _, ns := range servers {
+		for _, qtype := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+			ips, err := c.exchange(ctx, ns, name, qtype)
 			if err != nil {
-				break
+				lastErr = err
+				break // try the next server
 			}
-			switch h.Type {
-			case dnsmessage.TypeA:
-				r, err := p.AResource()
-				if err == nil {
-					ips = append(ips, netip.AddrFrom4(r.A))
-				}
-			case dnsmessage.TypeAAAA:
-				r, err := p.AAAAResource()
-				if err == nil {
-					ips = append(ips, netip.AddrFrom16(r.AAAA))
-				}
-			default:
-				p.SkipAnswer()
+			if len(ips) > 0 {
+				return ips, nil
 			}
 		}
-	}
-	if len(ips) == 0 {
-		e := &net.DNSError{Err: "no such host on the tailnet", Name: host, IsNotFound: true}
-		if lastErr != nil {
-			e.Err, e.IsNotFound = "tailnet resolver: "+lastErr.Error(), false
+		if lastErr == nil {
+			break // an authoritative "no records": do not ask the others
 		}
-		return nil, e
 	}
-	return ips, nil
+	if lastErr != nil {
+		return nil, &net.DNSError{Err: "tailnet nameserver: " + lastErr.Error(), Name: host, IsTemporary: true}
+	}
+	return nil, &net.DNSError{Err: "no such host on the tailnet", Name: host, IsNotFound: true}
+}
+
+// exchange sends one query over UDP through netstack, and over TCP if the
+// answer was truncated.
+func (c *Connector) exchange(ctx context.Context, server netip.Addr, name string, qtype dnsmessage.Type) ([]netip.Addr, error) {
+	qname, err := dnsmessage.NewName(name + ".")
+	if err != nil {
+		return nil, err
+	}
+	q := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: uint16(time.Now().UnixNano()), RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: qname, Type: qtype, Class: dnsmessage.ClassINET}},
+	}
+	pkt, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	v := c.view.load()
+	if v == nil {
+		return nil, net.ErrClosed
+	}
+	src := v.self4
+	if server.Is6() {
+		src = v.self6
+	}
+	dst := netip.AddrPortFrom(server, 53)
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	deadline, _ := qctx.Deadline()
+
+	var resp []byte
+	for attempt := 0; attempt < 2 && resp == nil; attempt++ {
+		conn, err := c.ns.DialContextUDPWithBind(qctx, src, dst)
+		if err != nil {
+			return nil, err
+		}
+		conn.SetDeadline(time.Now().Add(time.Until(deadline) / time.Duration(2-attempt)))
+		buf := make([]byte, 1232)
+		if _, err = conn.Write(pkt); err == nil {
+			var n int
+			if n, err = conn.Read(buf); err == nil {
+				resp = buf[:n]
+			}
+		}
+		conn.Close()
+		if err != nil && qctx.Err() != nil {
+			return nil, err
+		}
+	}
+	if resp == nil {
+		return nil, fmt.Errorf("no answer from %v", server)
+	}
+	ips, truncated, err := parseAnswer(resp, q.Header.ID)
+	if err != nil || !truncated {
+		return ips, err
+	}
+	conn, err := c.ns.DialContextTCPWithBind(qctx, src, dst)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(deadline)
+	framed := append([]byte{byte(len(pkt) >> 8), byte(len(pkt))}, pkt...)
+	if _, err := conn.Write(framed); err != nil {
+		return nil, err
+	}
+	var l [2]byte
+	if _, err := io.ReadFull(conn, l[:]); err != nil {
+		return nil, err
+	}
+	resp = make([]byte, int(l[0])<<8|int(l[1]))
+	if _, err := io.ReadFull(conn, resp); err != nil {
+		return nil, err
+	}
+	ips, _, err = parseAnswer(resp, q.Header.ID)
+	return ips, err
+}
+
+// parseAnswer extracts A and AAAA records from a DNS response.
+func parseAnswer(msg []byte, id uint16) (ips []netip.Addr, truncated bool, err error) {
+	var p dnsmessage.Parser
+	h, err := p.Start(msg)
+	if err != nil {
+		return nil, false, err
+	}
+	if h.ID != id || !h.Response {
+		return nil, false, errors.New("mismatched DNS response")
+	}
+	switch h.RCode {
+	case dnsmessage.RCodeSuccess, dnsmessage.RCodeNameError:
+	default:
+		return nil, false, fmt.Errorf("DNS %v", h.RCode)
+	}
+	if err := p.SkipAllQuestions(); err != nil {
+		return nil, false, err
+	}
+	for {
+		rh, err := p.AnswerHeader()
+		if err != nil {
+			break
+		}
+		switch rh.Type {
+		case dnsmessage.TypeA:
+			if r, err := p.AResource(); err == nil {
+				ips = append(ips, netip.AddrFrom4(r.A))
+			}
+		case dnsmessage.TypeAAAA:
+			if r, err := p.AAAAResource(); err == nil {
+				ips = append(ips, netip.AddrFrom16(r.AAAA))
+			}
+		default:
+			p.SkipAnswer()
+		}
+	}
+	return ips, h.Truncated, nil
 }

@@ -18,14 +18,14 @@ type envSource struct{}
 func (envSource) AuthKey(context.Context) (Key, error) {
 	for _, name := range AuthKeyEnvVars {
 		if v := os.Getenv(name); v != "" {
-			k, err := NewKey(v)
+			k, err := newKey(v)
 			if err != nil {
-				return Key{}, fmt.Errorf("%s: %w", name, err)
+				return Key{}, fmt.Errorf("secrets: %s: %w", name, err)
 			}
 			return k, nil
 		}
 	}
-	return Key{}, fmt.Errorf("%w: neither TS_AUTHKEY nor TS_AUTH_KEY is set", ErrEmptyKey)
+	return Key{}, fmt.Errorf("secrets: %w: neither TS_AUTHKEY nor TS_AUTH_KEY is set", ErrEmptyKey)
 }
 
 func (envSource) Describe() string { return "env TS_AUTHKEY/TS_AUTH_KEY" }

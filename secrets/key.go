@@ -1,15 +1,10 @@
-// Package secrets fetches the tailnet auth key and keeps it in memory only.
-//
-// It knows nothing about tailnets or proxies: it turns a configured source
-// (a static value, the environment, a file, or HashiCorp Vault) into a [Key],
-// a value that refuses to print itself. The connector package asks a [Source]
-// for the key once, at start, and hands it straight to the tailnet node.
 package secrets
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 )
 
@@ -40,23 +35,48 @@ func (k Kind) String() string {
 	return "unrecognised key"
 }
 
+// NeedsTags reports whether a key of this kind only works together with
+// tags to advertise. A Tailscale OAuth client secret is not an auth key:
+// tsnet exchanges it for one, which needs Server.AdvertiseTags and the
+// tailscale.com/feature/oauthkey import; without them the login fails.
+func (k Kind) NeedsTags() bool { return k == KindTailscaleClient }
+
 // Key is an auth key held in memory. Its zero value is the absent key.
-// It never prints, logs or marshals its value: String, GoString, Format
-// and MarshalJSON all give "[redacted]". Use [Key.Reveal] at the one
-// place the value must be handed to the tailnet node.
+// It never prints, logs or marshals its value: String, GoString, Format,
+// LogValue, MarshalJSON and MarshalText all give "[redacted]". Use
+// [Key.Reveal] at the one place the value must be handed to the tailnet
+// node.
+//
+// [VaultConfig] also uses Key for Vault credentials given in code (a
+// token, a secret_id, a wrapping token), so they get the same protection.
 type Key struct {
-	v    string
+	// The value sits behind a *string so that reflection-based printing,
+	// which skips String and Format for unexported struct fields (fmt's
+	// %v or %s of a struct holding a Key in a private field), shows an
+	// address and not the key. A pointer to a struct would not do: fmt
+	// prints its fields in the %!s(…) form of a bad verb.
+	v    *string
 	kind Kind
 }
 
 // ErrEmptyKey reports that a source produced no key at all.
-var ErrEmptyKey = errors.New("secrets: auth key is empty")
+var ErrEmptyKey = errors.New("auth key is empty")
 
 // NewKey validates the shape of s (non-empty, one line, no spaces or
 // control characters) and classifies it. Surrounding white space, such as
 // the newline at the end of a key file, is trimmed. The error never
 // contains the value.
 func NewKey(s string) (Key, error) {
+	k, err := newKey(s)
+	if err != nil && !errors.Is(err, ErrEmptyKey) {
+		err = fmt.Errorf("secrets: auth key: %w", err)
+	}
+	return k, err
+}
+
+// newKey is NewKey with errors meant to be wrapped by the caller, which
+// names where the value came from.
+func newKey(s string) (Key, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Key{}, ErrEmptyKey
@@ -64,10 +84,10 @@ func NewKey(s string) (Key, error) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c <= ' ' || c == 0x7f {
-			return Key{}, fmt.Errorf("secrets: auth key has a space, line break or control character at byte %d; it must be a single token", i)
+			return Key{}, fmt.Errorf("the value has a space, line break or control character at byte %d; it must be a single token", i)
 		}
 	}
-	return Key{v: s, kind: classify(s)}, nil
+	return Key{v: &s, kind: classify(s)}, nil
 }
 
 func classify(s string) Kind {
@@ -87,10 +107,15 @@ func classify(s string) Kind {
 
 // Reveal returns the key's value. Call it only to hand the key to the
 // tailnet node; never log, print or store the result.
-func (k Key) Reveal() string { return k.v }
+func (k Key) Reveal() string {
+	if k.v == nil {
+		return ""
+	}
+	return *k.v
+}
 
 // IsZero reports whether k holds no key.
-func (k Key) IsZero() bool { return k.v == "" }
+func (k Key) IsZero() bool { return k.v == nil || *k.v == "" }
 
 // Kind reports what kind of key k is.
 func (k Key) Kind() Kind { return k.kind }
@@ -98,6 +123,7 @@ func (k Key) Kind() Kind { return k.kind }
 func (k Key) String() string                { return redacted }
 func (k Key) GoString() string              { return redacted }
 func (k Key) Format(f fmt.State, verb rune) { f.Write([]byte(redacted)) }
+func (k Key) LogValue() slog.Value          { return slog.StringValue(redacted) }
 func (k Key) MarshalJSON() ([]byte, error)  { return []byte(`"` + redacted + `"`), nil }
 func (k Key) MarshalText() ([]byte, error)  { return []byte(redacted), nil }
 
@@ -107,7 +133,8 @@ type Source interface {
 	// AuthKey fetches the key. It is called once per connector start.
 	AuthKey(ctx context.Context) (Key, error)
 	// Describe names where the key comes from, for messages and status
-	// ("env TS_AUTHKEY", "vault secret/tailscale#authkey (approle)").
+	// ("env TS_AUTHKEY/TS_AUTH_KEY", "vault https://vault:8200
+	// secret/tailscale#authkey (kv v2, approle)").
 	// It never includes the key.
 	Describe() string
 }
@@ -119,7 +146,7 @@ type staticSource struct{ k Key }
 
 func (s staticSource) AuthKey(context.Context) (Key, error) {
 	if s.k.IsZero() {
-		return Key{}, ErrEmptyKey
+		return Key{}, fmt.Errorf("secrets: static key: %w", ErrEmptyKey)
 	}
 	return s.k, nil
 }

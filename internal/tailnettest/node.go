@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/ipn/store/mem"
+	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 )
 
@@ -114,18 +116,30 @@ func (n *Node) AwaitPeer(ip netip.Addr, timeout time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		st, err := lc.Status(ctx)
 		cancel()
-		if err == nil {
-			for _, p := range st.Peer {
-				for _, a := range p.TailscaleIPs {
-					if a == ip {
-						return nil
-					}
-				}
+		if err == nil && hasPeer(st, ip) {
+			// Seeing the peer is not enough: the WireGuard handshake may
+			// still be pending. A TSMP ping travels through WireGuard.
+			pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := lc.Ping(pctx, ip, tailcfg.PingTSMP)
+			cancel()
+			if err == nil {
+				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("tailnettest: %s never saw peer %v", n.Name, ip)
+	return fmt.Errorf("tailnettest: %s never reached peer %v", n.Name, ip)
+}
+
+func hasPeer(st *ipnstate.Status, ip netip.Addr) bool {
+	for _, p := range st.Peer {
+		for _, a := range p.TailscaleIPs {
+			if a == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Counter counts connections a listener accepted.

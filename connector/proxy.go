@@ -1,0 +1,201 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/tsconnect/tsconnect/dnsfilter"
+	"github.com/tsconnect/tsconnect/secrets"
+	"github.com/tsconnect/tsconnect/socks"
+)
+
+// DefaultProxyAddr is where the proxy listens when ProxyConfig.Listen is
+// empty: SOCKS5 and HTTP on one loopback port, as the reference
+// integration does.
+const DefaultProxyAddr = "127.0.0.1:1055"
+
+// ProxyConfig configures the local SOCKS5 + HTTP proxy. A nil
+// Config.Proxy means no proxy; the zero ProxyConfig listens on
+// DefaultProxyAddr without auth.
+type ProxyConfig struct {
+	// Listen is the listen address. Empty means "127.0.0.1:1055"; port 0
+	// picks a free port (see Connector.ProxyAddr). A non-loopback address
+	// is refused unless AllowNonLoopback is set and Username is not empty.
+	Listen string
+
+	// Username and Password, if set, are required of clients (SOCKS5
+	// RFC 1929, HTTP Proxy-Authorization Basic).
+	Username, Password string
+
+	// AllowNonLoopback permits a non-loopback Listen address (with auth).
+	AllowNonLoopback bool
+
+	// Audit receives one JSON line per proxied connection. Nil: none.
+	Audit io.Writer
+
+	// HandshakeTimeout, IdleTimeout and MaxConns: see socks.Config. Zero
+	// values take its defaults.
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
+	MaxConns         int
+}
+
+// startProxy starts the proxy if configured.
+func (c *Connector) startProxy() error {
+	pc := c.cfg.Proxy
+	if pc == nil {
+		return nil
+	}
+	addr := pc.Listen
+	if addr == "" {
+		addr = DefaultProxyAddr
+	}
+	srv, err := socks.Listen(socks.Config{
+		Addr:             addr,
+		Dial:             c.Dial,
+		Check:            c.check,
+		Expand:           c.expand,
+		Username:         pc.Username,
+		Password:         pc.Password,
+		AllowNonLoopback: pc.AllowNonLoopback,
+		HandshakeTimeout: pc.HandshakeTimeout,
+		IdleTimeout:      pc.IdleTimeout,
+		DialTimeout:      c.cfg.dialTimeout(),
+		MaxConns:         pc.MaxConns,
+		Audit:            pc.Audit,
+		Logf:             c.cfg.Logf,
+	})
+	if err != nil {
+		return fmt.Errorf("connector: proxy: %w", err)
+	}
+	c.proxy = srv
+	return nil
+}
+
+// ProxyAddr returns the proxy's listen address ("127.0.0.1:1055"), or ""
+// when no proxy runs.
+func (c *Connector) ProxyAddr() string {
+	if c.proxy == nil {
+		return ""
+	}
+	return c.proxy.Addr().String()
+}
+
+// ProxyStats returns the proxy's connection counters (zero without a
+// proxy).
+func (c *Connector) ProxyStats() socks.Stats {
+	if c.proxy == nil {
+		return socks.Stats{}
+	}
+	return c.proxy.Stats()
+}
+
+// ProxyEnv returns the variables that point common clients at the proxy:
+// ALL_PROXY (socks5h, so names resolve inside the tailnet), HTTP_PROXY,
+// HTTPS_PROXY, their lower-case twins, and NO_PROXY for loopback. With
+// proxy auth, the credentials are in the URLs. Nil without a proxy.
+func (c *Connector) ProxyEnv() []string {
+	addr := c.ProxyAddr()
+	if addr == "" {
+		return nil
+	}
+	userinfo := ""
+	if pc := c.cfg.Proxy; pc.Username != "" {
+		userinfo = urlEscape(pc.Username) + ":" + urlEscape(pc.Password) + "@"
+	}
+	socksURL := "socks5h://" + userinfo + addr
+	httpURL := "http://" + userinfo + addr
+	noProxy := "localhost,127.0.0.1,::1"
+	var env []string
+	for _, kv := range [][2]string{
+		{"ALL_PROXY", socksURL},
+		{"HTTP_PROXY", httpURL},
+		{"HTTPS_PROXY", httpURL},
+		{"NO_PROXY", noProxy},
+	} {
+		env = append(env, kv[0]+"="+kv[1], strings.ToLower(kv[0])+"="+kv[1])
+	}
+	return env
+}
+
+func urlEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || strings.IndexByte("-._~", ch) >= 0 {
+			b.WriteByte(ch)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", ch)
+		}
+	}
+	return b.String()
+}
+
+// Environ returns base (os.Environ() if nil) with every secret-bearing
+// variable removed (see secrets.ScrubEnv) and any existing proxy variables
+// replaced by ProxyEnv. It is the environment to give a child process.
+func (c *Connector) Environ(base []string) []string {
+	if base == nil {
+		base = os.Environ()
+	}
+	env := secrets.ScrubEnv(base)
+	if add := c.ProxyEnv(); add != nil {
+		drop := map[string]bool{}
+		for _, kv := range add {
+			drop[kv[:strings.IndexByte(kv, '=')]] = true
+		}
+		kept := env[:0:0]
+		for _, kv := range env {
+			if i := strings.IndexByte(kv, '='); i < 0 || !drop[kv[:i]] {
+				kept = append(kept, kv)
+			}
+		}
+		env = append(kept, add...)
+	}
+	return env
+}
+
+// Command is exec.CommandContext with Environ as the child's environment:
+// the proxy variables set and no secrets inherited.
+func (c *Connector) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = c.Environ(nil)
+	return cmd
+}
+
+// HTTPClient returns an HTTP client whose connections go through Dial,
+// with the allowlist applied.
+func (c *Connector) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:           c.Dial,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}}
+}
+
+// Allowlist returns the allowlist in force (nil: none).
+func (c *Connector) Allowlist() *dnsfilter.List { return c.cfg.Allow }
+
+// expand turns a MagicDNS short name into the tailnet FQDN.
+func (c *Connector) expand(host string) string {
+	v := c.view.load()
+	if v == nil {
+		return host
+	}
+	return dnsfilter.Expand(host, v.suffix)
+}
+
+// check applies the allowlist to the requested host before anything is
+// resolved or dialed.
+func (c *Connector) check(host string, port uint16) error {
+	return c.cfg.Allow.Check(c.expand(host), port).Err(host, port)
+}

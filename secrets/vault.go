@@ -1,0 +1,739 @@
+package secrets
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// VaultAuth is how a [VaultSource] gets the Vault token it reads with.
+type VaultAuth string
+
+const (
+	// AuthToken uses a token the user supplies: VaultConfig.Token, else
+	// the file VaultConfig.TokenFile, else VAULT_TOKEN. It is not revoked.
+	AuthToken VaultAuth = "token"
+	// AuthAppRole logs in with a role_id and a secret_id at
+	// auth/<AuthMount>/login (AuthMount "approle" by default).
+	AuthAppRole VaultAuth = "approle"
+	// AuthKubernetes logs in with the pod's service account token at
+	// auth/<AuthMount>/login (AuthMount "kubernetes" by default).
+	AuthKubernetes VaultAuth = "kubernetes"
+	// AuthWrapped neither logs in nor reads a path: the auth key arrives
+	// inside a single-use response-wrapping token (VaultConfig.WrappedToken),
+	// which is unwrapped, and Field is read from what it wrapped.
+	AuthWrapped VaultAuth = "wrapped"
+)
+
+// Environment variables that [VaultConfig]'s credential fields fall back
+// to. They are tsconnect's own names; vault/api reads none of them, and
+// [ScrubEnv] removes them.
+const (
+	EnvVaultRoleID       = "TSCONNECT_VAULT_ROLE_ID"
+	EnvVaultSecretID     = "TSCONNECT_VAULT_SECRET_ID"
+	EnvVaultWrappedToken = "TSCONNECT_VAULT_WRAPPED_TOKEN"
+)
+
+// Defaults for empty [VaultConfig] fields.
+const (
+	DefaultVaultField        = "authkey"
+	DefaultVaultTimeout      = 10 * time.Second
+	DefaultKubernetesJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+
+// VaultConfig says how to read the auth key from Vault or OpenBao. Only
+// Path is required (and with AuthWrapped not even that). Connection
+// settings left empty come from vault/api's VAULT_* variables, read once
+// by [Vault]; credentials are read, from fields, files or the
+// environment, each time the key is fetched, so rotated files are used.
+//
+// Fields holding a credential are of type [Key], which never prints.
+type VaultConfig struct {
+	// Address is Vault's URL, e.g. "https://vault.example.com:8200".
+	// Empty means VAULT_AGENT_ADDR, else VAULT_ADDR, else
+	// https://127.0.0.1:8200.
+	Address string
+	// Namespace is the Vault Enterprise or OpenBao namespace. Empty means
+	// VAULT_NAMESPACE, else none.
+	Namespace string
+	// CACert is a PEM file of CAs to trust for Vault's certificate. Empty
+	// means VAULT_CACERT (or VAULT_CAPATH), else the system's roots.
+	CACert string
+	// ClientCert and ClientKey are PEM files for TLS client
+	// authentication. Empty means VAULT_CLIENT_CERT and VAULT_CLIENT_KEY.
+	ClientCert, ClientKey string
+	// TLSServerName is the name to verify Vault's certificate against.
+	// Empty means VAULT_TLS_SERVER_NAME, else the host in Address.
+	TLSServerName string
+	// Timeout bounds each request to Vault. Zero means
+	// VAULT_CLIENT_TIMEOUT, else [DefaultVaultTimeout]. The context given
+	// to AuthKey can only shorten it.
+	Timeout time.Duration
+
+	// Path is the KV secret holding the key, written as the Vault UI and
+	// `vault kv get` show it: "secret/tailscale", not
+	// "secret/data/tailscale" (though that works too).
+	Path string
+	// Field is the secret's field holding the key. Empty means "authkey".
+	Field string
+	// KVVersion is the KV engine version: 0 (the default) asks Vault
+	// which engine serves Path, as `vault kv get` does; 1 or 2 skips
+	// that lookup, which needs a token allowed to read
+	// sys/internal/ui/mounts/<Path>.
+	KVVersion int
+	// Mount is the KV engine's mount path, needed only with KVVersion 2
+	// when the mount is more than one segment deep ("kv/team"). Empty
+	// means the first segment of Path.
+	Mount string
+
+	// Auth is how to get a token. Empty means AuthToken.
+	Auth VaultAuth
+	// AuthMount is where the AppRole or Kubernetes auth method is
+	// mounted. Empty means "approle" or "kubernetes".
+	AuthMount string
+
+	// Token (or TokenFile, a file holding it) is the token for AuthToken.
+	// Neither set means VAULT_TOKEN.
+	Token     Key
+	TokenFile string
+
+	// RoleID is the AppRole role_id. Empty means TSCONNECT_VAULT_ROLE_ID.
+	RoleID string
+	// SecretID (or SecretIDFile, a file holding it) is the AppRole
+	// secret_id. Neither set means TSCONNECT_VAULT_SECRET_ID.
+	SecretID     Key
+	SecretIDFile string
+	// SecretIDWrapped says the secret_id given is a response-wrapping
+	// token (from `vault write -wrap-ttl=5m -f
+	// auth/approle/role/<role>/secret-id`), to unwrap before logging in.
+	// A wrapping token works once: the next start needs a new one.
+	SecretIDWrapped bool
+
+	// KubernetesRole is the Vault role bound to the pod's service
+	// account; required for AuthKubernetes.
+	KubernetesRole string
+	// KubernetesJWTFile is the service account token. Empty means
+	// [DefaultKubernetesJWTFile].
+	KubernetesJWTFile string
+
+	// WrappedToken (or WrappedTokenFile, a file holding it) is the
+	// response-wrapping token for AuthWrapped, from e.g. `vault kv get
+	// -wrap-ttl=5m secret/tailscale` or `vault write sys/wrapping/wrap
+	// authkey=…`. Neither set means TSCONNECT_VAULT_WRAPPED_TOKEN.
+	WrappedToken     Key
+	WrappedTokenFile string
+
+	// Logf, if not nil, receives what is worth a warning but does not
+	// fail the fetch: a login token that could not be revoked. It never
+	// receives a secret.
+	Logf func(format string, args ...any) `json:"-"`
+}
+
+// VaultSource is a [Source] reading the auth key from Vault. Make one
+// with [Vault]. It is safe for concurrent use.
+type VaultSource struct {
+	cfg     VaultConfig // validated, defaults filled in
+	conf    *api.Config // shared by the clients made for each fetch
+	addr    string      // the address requests go to, for messages
+	ns      string
+	timeout time.Duration
+	kv      atomic.Int32 // KV version set or last detected; 0 unknown
+}
+
+// Vault checks cfg and returns a source reading the key it describes. It
+// reads the VAULT_* connection variables now, through vault/api's
+// DefaultConfig, and contacts nothing: errors are about the configuration
+// (they wrap [ErrVaultConfig]).
+func Vault(cfg VaultConfig) (*VaultSource, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("secrets: vault: %w: %w", ErrVaultConfig, err)
+	}
+	conf := api.DefaultConfig()
+	if conf.Error != nil {
+		return nil, fmt.Errorf("secrets: vault: %w: the VAULT_* environment: %v", ErrVaultConfig, conf.Error)
+	}
+	if cfg.Address != "" {
+		conf.Address = cfg.Address
+		// vault/api prefers AgentAddress over Address; an explicit
+		// Address must win over VAULT_AGENT_ADDR too.
+		conf.AgentAddress = ""
+	}
+	if cfg.CACert != "" || cfg.ClientCert != "" || cfg.ClientKey != "" || cfg.TLSServerName != "" {
+		t := &api.TLSConfig{CACert: cfg.CACert, TLSServerName: cfg.TLSServerName}
+		if cfg.ClientCert != "" || cfg.ClientKey != "" {
+			t.ClientCert = cmp.Or(cfg.ClientCert, os.Getenv(api.EnvVaultClientCert))
+			t.ClientKey = cmp.Or(cfg.ClientKey, os.Getenv(api.EnvVaultClientKey))
+		}
+		if err := conf.ConfigureTLS(t); err != nil {
+			return nil, fmt.Errorf("secrets: vault: %w: TLS settings: %v", ErrVaultConfig, err)
+		}
+	}
+
+	timeout := DefaultVaultTimeout
+	switch {
+	case cfg.Timeout > 0:
+		timeout = cfg.Timeout
+	case os.Getenv(api.EnvVaultClientTimeout) != "":
+		timeout = conf.Timeout
+	}
+	// Each request gets its own deadline in call, which also covers the
+	// raw reads that vault/api's Timeout does not apply to.
+	conf.Timeout = 0
+	// vault/api retries 5xx twice by default, a second or more apart: a
+	// sealed Vault (503) would take seconds to report. Fail at once
+	// unless VAULT_MAX_RETRIES asks otherwise.
+	if os.Getenv(api.EnvVaultMaxRetries) == "" {
+		conf.MaxRetries = 0
+	}
+
+	c, err := api.NewClient(conf)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: vault: %w: %v", ErrVaultConfig, err)
+	}
+	v := &VaultSource{
+		cfg:     cfg,
+		conf:    conf,
+		addr:    c.Address(),
+		ns:      cmp.Or(cfg.Namespace, os.Getenv(api.EnvVaultNamespace)),
+		timeout: timeout,
+	}
+	v.kv.Store(int32(cfg.KVVersion))
+	return v, nil
+}
+
+// check validates c and fills in defaults.
+func (c *VaultConfig) check() error {
+	if c.Auth == "" {
+		c.Auth = AuthToken
+	}
+	switch c.Auth {
+	case AuthToken, AuthAppRole, AuthKubernetes, AuthWrapped:
+	default:
+		return fmt.Errorf("Auth %q is not one of %q, %q, %q or %q", c.Auth, AuthToken, AuthAppRole, AuthKubernetes, AuthWrapped)
+	}
+	c.Path = strings.Trim(c.Path, "/")
+	switch {
+	case c.Auth == AuthWrapped && c.Path != "":
+		return fmt.Errorf("Path is not used with Auth %q, where the wrapping token carries the key itself: leave it empty", c.Auth)
+	case c.Auth != AuthWrapped && c.Path == "":
+		return fmt.Errorf("Path is empty: set it to the KV secret holding the key, as `vault kv get` names it, e.g. secret/tailscale")
+	case c.KVVersion < 0 || c.KVVersion > 2:
+		return fmt.Errorf("KVVersion is %d: use 0 to detect, 1 or 2", c.KVVersion)
+	case c.Mount != "" && c.KVVersion == 0:
+		return fmt.Errorf("Mount is used only with KVVersion 1 or 2: leave it empty to detect the mount, or set KVVersion")
+	case c.Timeout < 0:
+		return fmt.Errorf("Timeout is negative")
+	}
+	for _, p := range []struct {
+		a, b string
+		both bool
+	}{
+		{"Token", "TokenFile", !c.Token.IsZero() && c.TokenFile != ""},
+		{"SecretID", "SecretIDFile", !c.SecretID.IsZero() && c.SecretIDFile != ""},
+		{"WrappedToken", "WrappedTokenFile", !c.WrappedToken.IsZero() && c.WrappedTokenFile != ""},
+	} {
+		if p.both {
+			return fmt.Errorf("%s and %s are mutually exclusive", p.a, p.b)
+		}
+	}
+	// Settings for another method are a sign that Auth was forgotten.
+	for _, m := range []struct {
+		auth VaultAuth
+		set  bool
+		what string
+	}{
+		{AuthToken, !c.Token.IsZero() || c.TokenFile != "", "Token or TokenFile"},
+		{AuthAppRole, c.RoleID != "" || !c.SecretID.IsZero() || c.SecretIDFile != "" || c.SecretIDWrapped, "RoleID, SecretID, SecretIDFile or SecretIDWrapped"},
+		{AuthKubernetes, c.KubernetesRole != "" || c.KubernetesJWTFile != "", "KubernetesRole or KubernetesJWTFile"},
+		{AuthWrapped, !c.WrappedToken.IsZero() || c.WrappedTokenFile != "", "WrappedToken or WrappedTokenFile"},
+	} {
+		if m.set && c.Auth != m.auth {
+			return fmt.Errorf("%s is set but Auth is %q: set Auth to %q", m.what, c.Auth, m.auth)
+		}
+	}
+	if c.Auth == AuthKubernetes && c.KubernetesRole == "" {
+		return fmt.Errorf("Auth %q needs KubernetesRole, the Vault role bound to this pod's service account", c.Auth)
+	}
+	if c.AuthMount != "" && c.Auth != AuthAppRole && c.Auth != AuthKubernetes {
+		return fmt.Errorf("AuthMount is used only with Auth %q or %q", AuthAppRole, AuthKubernetes)
+	}
+	switch c.Auth {
+	case AuthAppRole:
+		c.AuthMount = cmp.Or(strings.Trim(c.AuthMount, "/"), "approle")
+	case AuthKubernetes:
+		c.AuthMount = cmp.Or(strings.Trim(c.AuthMount, "/"), "kubernetes")
+		c.KubernetesJWTFile = cmp.Or(c.KubernetesJWTFile, DefaultKubernetesJWTFile)
+	}
+	c.Mount = strings.Trim(c.Mount, "/")
+	c.Field = cmp.Or(c.Field, DefaultVaultField)
+	return nil
+}
+
+// Describe says where the key comes from, e.g.
+// "vault https://vault:8200 secret/tailscale#authkey (kv v2, approle)".
+// The KV version reads "kv auto" until a fetch has detected it.
+func (v *VaultSource) Describe() string {
+	var b strings.Builder
+	b.WriteString("vault ")
+	b.WriteString(v.addr)
+	if v.ns != "" {
+		fmt.Fprintf(&b, " namespace %s", v.ns)
+	}
+	if v.cfg.Auth == AuthWrapped {
+		fmt.Fprintf(&b, " wrapped token#%s", v.cfg.Field)
+		return b.String()
+	}
+	kv := "kv auto"
+	if n := v.kv.Load(); n != 0 {
+		kv = fmt.Sprintf("kv v%d", n)
+	}
+	fmt.Fprintf(&b, " %s#%s (%s, %s)", v.cfg.Path, v.cfg.Field, kv, v.cfg.Auth)
+	return b.String()
+}
+
+// AuthKey fetches the key: it gets a token (or unwraps the wrapped key),
+// finds the KV engine, reads the field, and revokes the token if it
+// logged in for it, whether or not the read worked. Each request is
+// bounded by the configured timeout and by ctx. Errors wrap this
+// package's Err* sentinels and never contain a secret.
+func (v *VaultSource) AuthKey(ctx context.Context) (Key, error) {
+	r := &vaultRun{v: v}
+	k, err := r.authKey(ctx)
+	// One fetch per start: keep no idle connection (and its goroutines).
+	v.conf.HttpClient.CloseIdleConnections()
+	if err != nil {
+		return Key{}, scrub(err, r.secrets)
+	}
+	return k, nil
+}
+
+// vaultRun is the state of one AuthKey call.
+type vaultRun struct {
+	v      *VaultSource
+	client *api.Client
+	// auth says where the token came from, for messages: "the token from
+	// VAULT_TOKEN", "the token from approle login at auth/approle".
+	auth string
+	// secrets are the credential values seen so far, scrubbed from every
+	// error and log message.
+	secrets []string
+}
+
+func (r *vaultRun) secret(s string) {
+	if s != "" && !slices.Contains(r.secrets, s) {
+		r.secrets = append(r.secrets, s)
+	}
+}
+
+// errf formats an error prefixed with the package and Vault's address.
+func (r *vaultRun) errf(format string, args ...any) error {
+	return fmt.Errorf("secrets: vault %s: "+format, append([]any{r.v.addr}, args...)...)
+}
+
+func (r *vaultRun) logf(format string, args ...any) {
+	if r.v.cfg.Logf != nil {
+		r.v.cfg.Logf(format, args...)
+	}
+}
+
+func (r *vaultRun) authKey(ctx context.Context) (Key, error) {
+	// A client per fetch: the token changes as the fetch goes on.
+	c, err := api.NewClient(r.v.conf)
+	if err != nil {
+		return Key{}, r.errf("%w: %v", ErrVaultConfig, err)
+	}
+	// vault/api would wrap every response if VAULT_WRAP_TTL is set.
+	c.SetWrappingLookupFunc(func(operation, path string) string { return "" })
+	if r.v.cfg.Namespace != "" {
+		c.SetNamespace(r.v.cfg.Namespace)
+	}
+	r.client = c
+
+	if r.v.cfg.Auth == AuthWrapped {
+		return r.readWrapped(ctx)
+	}
+	token, loggedIn, err := r.token(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	if loggedIn {
+		defer r.revoke(ctx, token)
+	}
+	return r.readKV(ctx, token)
+}
+
+// credential returns a secret from a field, else a file, else an
+// environment variable, and says which.
+func (r *vaultRun) credential(k Key, file, env, what, field string) (value, from string, err error) {
+	switch {
+	case !k.IsZero():
+		value, from = k.Reveal(), "VaultConfig."+field
+	case file != "":
+		s, err := readSecretFile(file)
+		if err != nil {
+			return "", "", r.errf("%w: %s file %s: %w", ErrVaultConfig, what, file, err)
+		}
+		value, from = s, file
+	case strings.TrimSpace(os.Getenv(env)) != "":
+		value, from = strings.TrimSpace(os.Getenv(env)), env
+	default:
+		return "", "", r.errf("%w: no %s: set VaultConfig.%s or %sFile, or %s", ErrVaultConfig, what, field, field, env)
+	}
+	r.secret(value)
+	// vault/api refuses such a token with an error that would read like a
+	// connection failure; say what is wrong instead.
+	if _, err := newKey(value); err != nil {
+		return "", "", r.errf("%w: the %s from %s: %w", ErrVaultConfig, what, from, err)
+	}
+	return value, from, nil
+}
+
+// token returns the token to read with, and whether it came from a login
+// (and so must be revoked).
+func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
+	cfg := &r.v.cfg
+	switch cfg.Auth {
+	case AuthAppRole:
+		roleID, roleFrom := cfg.RoleID, "VaultConfig.RoleID"
+		if roleID == "" {
+			roleID, roleFrom = strings.TrimSpace(os.Getenv(EnvVaultRoleID)), EnvVaultRoleID
+		}
+		if roleID == "" {
+			return "", false, r.errf("%w: AppRole login needs a role_id: set VaultConfig.RoleID or %s", ErrVaultConfig, EnvVaultRoleID)
+		}
+		r.secret(roleID)
+		secretID, secretFrom, err := r.credential(cfg.SecretID, cfg.SecretIDFile, EnvVaultSecretID, "AppRole secret_id", "SecretID")
+		if err != nil {
+			return "", false, err
+		}
+		if cfg.SecretIDWrapped {
+			what := "the wrapped secret_id from " + secretFrom
+			data, err := r.unwrap(ctx, secretID, what)
+			if err != nil {
+				return "", false, err
+			}
+			s, _ := data["secret_id"].(string)
+			if s == "" {
+				return "", false, r.errf("%w: %s wraps no secret_id (%s): wrap the answer of `vault write -f auth/%s/role/<role>/secret-id`", ErrFieldMissing, what, fieldNames(data), cfg.AuthMount)
+			}
+			secretID = s
+			r.secret(secretID)
+		}
+		r.auth = "the token from approle login at auth/" + cfg.AuthMount
+		tok, err := r.login(ctx, "approle", map[string]any{"role_id": roleID, "secret_id": secretID},
+			fmt.Sprintf("check the role_id (from %s) and the secret_id (from %s); a secret_id expires and may be limited to a number of uses: issue a new one with `vault write -f auth/%s/role/<role>/secret-id`", roleFrom, secretFrom, cfg.AuthMount))
+		return tok, tok != "", err
+
+	case AuthKubernetes:
+		jwt, err := readSecretFile(cfg.KubernetesJWTFile)
+		if err != nil {
+			return "", false, r.errf("%w: service account token %s: %w: run in a pod with a service account token mounted, or set KubernetesJWTFile", ErrVaultConfig, cfg.KubernetesJWTFile, err)
+		}
+		r.secret(jwt)
+		r.auth = fmt.Sprintf("the token from kubernetes login as role %q at auth/%s", cfg.KubernetesRole, cfg.AuthMount)
+		tok, err := r.login(ctx, "kubernetes", map[string]any{"role": cfg.KubernetesRole, "jwt": jwt},
+			fmt.Sprintf("check that the role exists (`vault read auth/%s/role/%s`) and is bound to this pod's service account and namespace, and that %s is that service account's token", cfg.AuthMount, cfg.KubernetesRole, cfg.KubernetesJWTFile))
+		return tok, tok != "", err
+	}
+
+	tok, from, err := r.credential(cfg.Token, cfg.TokenFile, api.EnvVaultToken, "Vault token", "Token")
+	if err != nil {
+		return "", false, err
+	}
+	r.auth = "the token from " + from
+	return tok, false, nil
+}
+
+// login logs in through the method mounted at AuthMount and returns the
+// client token.
+func (r *vaultRun) login(ctx context.Context, method string, body map[string]any, hint string) (string, error) {
+	path := "auth/" + r.v.cfg.AuthMount + "/login"
+	rep, err := r.call(ctx, "PUT", path, "", body)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case rep.ok():
+		if rep.Auth == nil || rep.Auth.ClientToken == "" {
+			return "", r.errf("%w: %s login at %s answered without auth.client_token", ErrMalformedResponse, method, path)
+		}
+		r.secret(rep.Auth.ClientToken)
+		return rep.Auth.ClientToken, nil
+	case rep.status == 400:
+		return "", r.errf("%w: %s login at %s refused (%s): %s", ErrLoginFailed, method, path, rep.messages(), hint)
+	case rep.status == 403:
+		return "", r.errf("%w: %w: %s login at %s refused (%s): %s; Vault also answers so when no auth method is mounted at auth/%s: check `vault auth list` and AuthMount", ErrLoginFailed, ErrPermissionDenied, method, path, rep.messages(), hint, r.v.cfg.AuthMount)
+	case rep.status == 404:
+		return "", r.errf("%w: %w: no %s auth method is mounted at auth/%s (%s): set AuthMount to its path, as `vault auth list` shows it", ErrLoginFailed, ErrNoMount, method, r.v.cfg.AuthMount, rep.messages())
+	}
+	return "", r.unexpected(rep, "PUT", path)
+}
+
+// unwrap unwraps a response-wrapping token and returns the wrapped data.
+func (r *vaultRun) unwrap(ctx context.Context, token, what string) (map[string]any, error) {
+	r.secret(token)
+	rep, err := r.call(ctx, "PUT", "sys/wrapping/unwrap", token, nil)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rep.ok():
+		if rep.Data == nil {
+			return nil, r.errf("%w: %s wrapped a response without data", ErrFieldMissing, what)
+		}
+		return rep.Data, nil
+	case rep.status == 400 || rep.status == 403:
+		return nil, r.errf("%w: cannot unwrap %s (%s): a wrapping token works once and expires (5 minutes by default), so issue a new one; if tsconnect never unwrapped this one, someone else may have: treat what it wrapped as exposed", ErrWrappingToken, what, rep.messages())
+	}
+	return nil, r.unexpected(rep, "PUT", "sys/wrapping/unwrap")
+}
+
+// revoke revokes a token this run logged in for. It runs even when ctx is
+// done (the token should not outlive a failed start), within the request
+// timeout, and only logs a failure: the key, if read, is still good.
+func (r *vaultRun) revoke(ctx context.Context, token string) {
+	const path = "auth/token/revoke-self"
+	rep, err := r.call(context.WithoutCancel(ctx), "PUT", path, token, nil)
+	if err == nil && rep.ok() {
+		return
+	}
+	if err == nil {
+		err = r.unexpected(rep, "PUT", path)
+	}
+	r.logf("%v (the login token stays valid until its TTL ends)", scrub(err, r.secrets))
+}
+
+func (r *vaultRun) readWrapped(ctx context.Context) (Key, error) {
+	cfg := &r.v.cfg
+	wt, from, err := r.credential(cfg.WrappedToken, cfg.WrappedTokenFile, EnvVaultWrappedToken, "wrapping token", "WrappedToken")
+	if err != nil {
+		return Key{}, err
+	}
+	r.auth = "the wrapping token from " + from
+	data, err := r.unwrap(ctx, wt, "the wrapping token from "+from)
+	if err != nil {
+		return Key{}, err
+	}
+	// `vault kv get -wrap-ttl` of a KV v2 secret wraps the whole read,
+	// which nests the fields under "data" next to "metadata".
+	if _, ok := data[cfg.Field]; !ok {
+		if inner, ok := data["data"].(map[string]any); ok && data["metadata"] != nil {
+			data = inner
+		}
+	}
+	return r.field(data, "the response wrapped in the token from "+from)
+}
+
+// kvTarget is where and how the KV secret is read.
+type kvTarget struct {
+	version  int
+	how      string // "detected", "set by KVVersion", …
+	mount    string // without slashes; "" if unknown
+	readPath string // the API path to GET
+}
+
+func (t kvTarget) String() string {
+	if t.version == 2 {
+		return fmt.Sprintf("kv v2 %s, read as %s", t.how, t.readPath)
+	}
+	return fmt.Sprintf("kv v1 %s", t.how)
+}
+
+// kvTarget finds the mount and version serving Path, as the Vault CLI's
+// kvPreflightVersionRequest does, unless KVVersion says.
+func (r *vaultRun) kvTarget(ctx context.Context, token string) (kvTarget, error) {
+	cfg := &r.v.cfg
+	p := cfg.Path
+	switch cfg.KVVersion {
+	case 1:
+		return kvTarget{version: 1, how: "set by KVVersion", mount: cfg.Mount, readPath: p}, nil
+	case 2:
+		mount := cmp.Or(cfg.Mount, firstSegment(p))
+		rp, err := kv2DataPath(mount, p)
+		if err != nil {
+			return kvTarget{}, r.errf("%w: %w", ErrVaultConfig, err)
+		}
+		return kvTarget{version: 2, how: "set by KVVersion", mount: mount, readPath: rp}, nil
+	}
+
+	pre := "sys/internal/ui/mounts/" + p
+	rep, err := r.call(ctx, "GET", pre, token, nil)
+	if err != nil {
+		return kvTarget{}, err
+	}
+	switch {
+	case rep.status == 404:
+		// Vault before 0.10 has no such endpoint, and only KV v1.
+		return kvTarget{version: 1, how: "assumed (Vault has no sys/internal/ui/mounts)", readPath: p}, nil
+	case rep.status == 403:
+		return kvTarget{}, r.errf("%w: Vault would not say which secrets engine serves %s (GET %s, %s): nothing is mounted there, or %s has no access to anything on that mount; check `vault secrets list` and the token's policies, or set KVVersion to skip this lookup", ErrPermissionDenied, p, pre, rep.messages(), r.auth)
+	case !rep.ok():
+		return kvTarget{}, r.unexpected(rep, "GET", pre)
+	}
+	mount, _ := rep.Data["path"].(string)
+	mount = strings.Trim(mount, "/")
+	typ, _ := rep.Data["type"].(string)
+	if typ != "kv" && typ != "generic" {
+		return kvTarget{}, r.errf("%w: %s is served by a %q secrets engine, not kv: point Path at a KV secret", ErrVaultConfig, p, typ)
+	}
+	version := 1
+	if opts, ok := rep.Data["options"].(map[string]any); ok {
+		switch v := opts["version"]; v {
+		case nil, "", "1":
+		case "2":
+			version = 2
+		default:
+			return kvTarget{}, r.errf("%w: the kv mount %s/ reports version %v, which this version of tsconnect does not know: set KVVersion", ErrMalformedResponse, mount, v)
+		}
+	}
+	r.v.kv.Store(int32(version))
+	if version == 1 {
+		return kvTarget{version: 1, how: "detected", mount: mount, readPath: p}, nil
+	}
+	rp, err := kv2DataPath(mount, p)
+	if err != nil {
+		return kvTarget{}, r.errf("%w: %w", ErrVaultConfig, err)
+	}
+	return kvTarget{version: 2, how: "detected", mount: mount, readPath: rp}, nil
+}
+
+func (r *vaultRun) readKV(ctx context.Context, token string) (Key, error) {
+	t, err := r.kvTarget(ctx, token)
+	if err != nil {
+		return Key{}, err
+	}
+	p := r.v.cfg.Path
+	rep, err := r.call(ctx, "GET", t.readPath, token, nil)
+	if err != nil {
+		return Key{}, err
+	}
+	switch {
+	case rep.ok():
+		data := rep.Data
+		if t.version == 2 {
+			inner, ok := data["data"].(map[string]any)
+			if !ok && data["data"] != nil {
+				return Key{}, r.errf("%w: GET %s: data.data is a %s, not an object: is the mount really kv v2? Set KVVersion to 1 if not", ErrMalformedResponse, t.readPath, jsonType(data["data"]))
+			}
+			data = inner
+		}
+		if data == nil {
+			return Key{}, r.errf("%w: %s (%s) holds no data", ErrNotFound, p, t)
+		}
+		return r.field(data, p)
+	case rep.status == 403:
+		return Key{}, r.errf("%w: reading %s (%s) with %s (%s): the token may have expired or been revoked, or its policies do not grant \"read\" on %s; check with `vault token capabilities %s`", ErrPermissionDenied, p, t, r.auth, rep.messages(), t.readPath, t.readPath)
+	case rep.status == 404:
+		return Key{}, r.notFound(rep, t)
+	}
+	return Key{}, r.unexpected(rep, "GET", t.readPath)
+}
+
+func (r *vaultRun) notFound(rep *vaultReply, t kvTarget) error {
+	p := r.v.cfg.Path
+	if rep.says("no handler for route") {
+		return r.errf("%w: no secrets engine is mounted where %s points (%s): check its first segment against `vault secrets list`", ErrNoMount, t.readPath, rep.messages())
+	}
+	for _, w := range rep.Warnings {
+		if strings.Contains(w, "Invalid path for a versioned K/V") {
+			return r.errf("%w: %s was read as kv v1 (%s), but its mount is kv v2: set KVVersion to 2, or to 0 to detect it", ErrNotFound, p, t.how)
+		}
+	}
+	if meta, ok := rep.Data["metadata"].(map[string]any); ok {
+		if d, _ := meta["deletion_time"].(string); d != "" || meta["destroyed"] == true {
+			return r.errf("%w: the latest version of %s (%s) was deleted (deletion_time %s): restore it with `vault kv undelete -versions=<n> %s` or write the key again", ErrNotFound, p, t, cmp.Or(d, "destroyed"), p)
+		}
+	}
+	hint := fmt.Sprintf("check Path: `vault kv get %s` should show the key", p)
+	if r.v.cfg.KVVersion != 0 {
+		other := 3 - t.version
+		hint += fmt.Sprintf("; if the mount is kv v%d, set KVVersion to %d, or to 0 to detect it", other, other)
+	}
+	return r.errf("%w: nothing at %s (%s): %s", ErrNotFound, p, t, hint)
+}
+
+// field returns the configured field of data as a Key.
+func (r *vaultRun) field(data map[string]any, where string) (Key, error) {
+	f := r.v.cfg.Field
+	raw, ok := data[f]
+	if !ok {
+		return Key{}, r.errf("%w: %s has no field %q (%s): set Field to the one holding the auth key, or store the key as %q", ErrFieldMissing, where, f, fieldNames(data), f)
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return Key{}, r.errf("field %q of %s is a %s, not a string: store the auth key as a string", f, where, jsonType(raw))
+	}
+	k, err := newKey(s)
+	if err != nil {
+		return Key{}, r.errf("field %q of %s: %w", f, where, err)
+	}
+	return k, nil
+}
+
+// kv2DataPath turns a KV v2 path as users write it (secret/x) into the
+// API path (secret/data/x). A path already holding the data/ segment is
+// kept, as the Vault CLI does. mount may carry namespace segments the path
+// lacks ("ns1/secret" for "secret/x"), which are dropped.
+func kv2DataPath(mount, p string) (string, error) {
+	m := mount
+	for {
+		if rest, ok := strings.CutPrefix(p, m); ok && (rest == "" || rest[0] == '/') {
+			rest = strings.TrimPrefix(rest, "/")
+			switch {
+			case rest == "":
+				return "", fmt.Errorf("Path %q names the kv mount itself: add the secret's name, e.g. %s/tailscale", p, m)
+			case strings.HasPrefix(rest, "data/"):
+				return m + "/" + rest, nil
+			}
+			return m + "/data/" + rest, nil
+		}
+		_, after, ok := strings.Cut(m, "/")
+		if !ok {
+			return "", fmt.Errorf("Path %q is not on the kv mount %q", p, mount+"/")
+		}
+		m = after
+	}
+}
+
+func firstSegment(p string) string {
+	s, _, _ := strings.Cut(p, "/")
+	return s
+}
+
+// fieldNames lists the names, never the values, of a secret's fields.
+func fieldNames(data map[string]any) string {
+	if len(data) == 0 {
+		return "it has no fields"
+	}
+	names := make([]string, 0, len(data))
+	for k := range data {
+		names = append(names, fmt.Sprintf("%q", k))
+	}
+	slices.Sort(names)
+	return "its fields are " + strings.Join(names, ", ")
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case float64:
+		return "number"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	}
+	return fmt.Sprintf("%T", v)
+}

@@ -1,0 +1,200 @@
+package socks
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// errBadHost reports a requested host that is neither an IP literal nor a
+// plausible DNS name; it never reaches Check or Dial.
+var errBadHost = errors.New("invalid host name")
+
+// policyError is a denial by Check or Dial.
+type policyError struct {
+	target string // host:port as checked
+	rule   string // "" if the error did not name one
+	err    error
+}
+
+func (e *policyError) Error() string {
+	if e.rule != "" {
+		return fmt.Sprintf("%q not allowed by allowlist rule: %s", e.target, e.rule)
+	}
+	return fmt.Sprintf("%q not allowed: %v", e.target, e.err)
+}
+
+func (e *policyError) Unwrap() error { return e.err }
+
+// asDenial reports whether err is a policy denial, and the rule's name.
+func asDenial(err error) (rule string, ok bool) {
+	var d Denial
+	if errors.As(err, &d) && d.Denied() {
+		return d.RuleName(), true
+	}
+	return "", false
+}
+
+// validHost reports whether h is an IP literal without a zone, or a DNS name
+// made of letters, digits, '-' and '_' in dot-separated labels. Anything else
+// (spaces, control bytes, '%', '@', '/', ...) is refused before policy sees it.
+func validHost(h string) bool {
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return ip.Zone() == ""
+	}
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parsePort parses a decimal TCP port, 1 to 65535.
+func parsePort(p string) (uint16, bool) {
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return uint16(n), true
+}
+
+// prepare validates and expands a requested host and runs Check. It returns
+// the host to dial, an errBadHost, or a *policyError.
+func (s *Server) prepare(host string, port uint16) (string, error) {
+	if !validHost(host) {
+		return host, fmt.Errorf("%w: %q", errBadHost, host)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && s.cfg.Expand != nil {
+		host = s.cfg.Expand(host)
+	}
+	if s.cfg.Check != nil {
+		if err := s.cfg.Check(host, port); err != nil {
+			rule, _ := asDenial(err)
+			return host, &policyError{target: joinHostPort(host, port), rule: rule, err: err}
+		}
+	}
+	return host, nil
+}
+
+// open validates, expands, checks and dials host:port for a tunnel, filling
+// in rec's host, port and resolved address. The connection it returns is
+// closed by Server.Close.
+func (s *Server) open(ctx context.Context, rec *record, host string, port uint16) (net.Conn, error) {
+	rec.Host, rec.Port = host, port
+	host, err := s.prepare(host, port)
+	rec.Host = host
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.dial(ctx, "tcp", joinHostPort(host, port))
+	if err != nil {
+		return nil, err
+	}
+	rec.Resolved = c.RemoteAddr().String()
+	return c, nil
+}
+
+var errServerClosed = errors.New("proxy is shutting down")
+
+// dial calls Config.Dial with DialTimeout and Close's cancellation, and
+// tracks the connection so Close can end it. A denial from Dial comes back
+// as a *policyError.
+func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	// The caller's ctx need not descend from s.ctx (http.Transport dials
+	// with a context detached from the request): join it in.
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	c, err := s.cfg.Dial(ctx, network, addr)
+	if err != nil {
+		if rule, ok := asDenial(err); ok {
+			return nil, &policyError{target: addr, rule: rule, err: err}
+		}
+		if s.ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", errServerClosed, err)
+		}
+		return nil, err
+	}
+	if c == nil {
+		return nil, fmt.Errorf("dial %s: Config.Dial returned no connection and no error", addr)
+	}
+	tc := &trackedConn{Conn: c, s: s}
+	if !s.track(tc, false) {
+		c.Close()
+		return nil, errServerClosed
+	}
+	return tc, nil
+}
+
+func joinHostPort(host string, port uint16) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// SOCKS5 reply codes (RFC 1928 section 6).
+const (
+	repSucceeded           = 0x00
+	repGeneralFailure      = 0x01
+	repNotAllowed          = 0x02
+	repNetworkUnreachable  = 0x03
+	repHostUnreachable     = 0x04
+	repConnectionRefused   = 0x05
+	repTTLExpired          = 0x06
+	repCommandNotSupported = 0x07
+	repAddrTypeUnsupported = 0x08
+)
+
+// socksReply maps an error from open to a SOCKS5 reply code.
+func socksReply(err error) byte {
+	var pe *policyError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &pe):
+		return repNotAllowed
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return repConnectionRefused
+	case errors.Is(err, syscall.ENETUNREACH):
+		return repNetworkUnreachable
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.As(err, &dnsErr):
+		return repHostUnreachable
+	case isTimeout(err):
+		return repTTLExpired
+	}
+	return repGeneralFailure
+}
+
+// credentials checks proxy credentials in constant time. It is the
+// go-socks5 CredentialStore for RFC 1929 and checks HTTP Basic too.
+type credentials struct{ user, pass string }
+
+func (c credentials) Valid(user, pass string) bool {
+	u := subtle.ConstantTimeCompare([]byte(user), []byte(c.user))
+	p := subtle.ConstantTimeCompare([]byte(pass), []byte(c.pass))
+	return u&p == 1
+}
