@@ -138,6 +138,10 @@ type Connector struct {
 	watchDone chan struct{}
 	stopCtx   func() bool // detaches the Start context's cancel hook
 
+	// joinAbandoned is set when Start was cancelled while joining: the
+	// control plane may have registered the node already.
+	joinAbandoned bool
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    chan struct{}
@@ -223,6 +227,7 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 
 	if err := c.awaitRunning(readyCtx); err != nil {
 		if ctx.Err() != nil && readyCtx.Err() != context.DeadlineExceeded {
+			c.joinAbandoned = true
 			return nil, ctx.Err()
 		}
 		return nil, err
@@ -264,6 +269,9 @@ func (c *Connector) Close() error {
 			// at once. Bounded: a dead control plane must not hold up
 			// teardown; the ephemeral timeout then applies.
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if c.joinAbandoned {
+				c.settleJoin(ctx)
+			}
 			if err := c.lc.Logout(ctx); err != nil && c.ready() {
 				errs = append(errs, fmt.Errorf("logging out: %w", err))
 			}
@@ -289,6 +297,26 @@ func (c *Connector) Close() error {
 		}
 	})
 	return c.closeErr
+}
+
+// settleJoin waits, briefly, for a registration in flight to finish.
+// LocalBackend.Logout is a no-op until the client has stored its node key,
+// yet the control plane lists the node as soon as it registered it; without
+// this wait a signal during the join would leave the node behind until the
+// ephemeral timeout.
+func (c *Connector) settleJoin(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	for ctx.Err() == nil {
+		st, err := c.lc.StatusWithoutPeers(ctx)
+		if err != nil {
+			return
+		}
+		if st.BackendState == "Starting" || st.BackendState == "Running" {
+			return // registered: the node key is stored, Logout will reach control
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Done is closed when the connector has been closed.

@@ -3,6 +3,7 @@ package connector_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -376,4 +377,38 @@ func TestStartCloseLeaksNoGoroutines(t *testing.T) {
 	}
 	buf := make([]byte, 1<<20)
 	t.Fatalf("goroutines %d before, %d after 20 cycles:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+}
+
+// TestCancelDuringJoinLeavesNoNode: a signal that arrives after the
+// control plane registered the node, but before Start returned, must still
+// remove the node.
+func TestCancelDuringJoinLeavesNoNode(t *testing.T) {
+	ctl := tailnettest.Shared(t)
+	key := staticKey(t, ctl.CreateKey(t, "tag:sandbox"))
+	for i := range 5 {
+		name := fmt.Sprintf("cancel-join-%d", i)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			c, err := connector.Start(ctx, connector.Config{ControlURL: ctl.URL, KeySource: key, Hostname: name})
+			if err == nil {
+				<-c.Done()
+			}
+			done <- err
+		}()
+		for {
+			if _, ok, _ := ctl.FindNode(name); ok {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t0 := time.Now()
+		cancel()
+		err := <-done
+		gone, werr := ctl.WaitGone(name, t0, 2*time.Second)
+		if werr != nil {
+			t.Fatalf("cycle %d (Start returned %v): %v", i, err, werr)
+		}
+		t.Logf("cycle %d: Start returned %v; node gone in %v", i, err, gone.Round(time.Millisecond))
+	}
 }
