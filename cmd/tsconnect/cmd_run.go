@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+const runUsage = `Usage: tsconnect run [flags] -- COMMAND [ARGS…]
+
+Join the tailnet, start the proxy (and any --forward), run COMMAND with the
+proxy in its environment, and leave the tailnet when it exits. tsconnect
+exits with COMMAND's status.
+
+COMMAND gets tsconnect's environment with ALL_PROXY (socks5h://, so names
+resolve inside the tailnet), HTTP_PROXY, HTTPS_PROXY, their lower-case twins
+and NO_PROXY set, and with the auth key and every Vault credential
+(TS_AUTHKEY, TS_AUTH_KEY, VAULT_*, TSCONNECT_VAULT_*, …) removed. Its stdin,
+stdout and stderr are tsconnect's. SIGINT and SIGTERM are passed on to it;
+the node leaves the tailnet however COMMAND ends.
+
+Examples:
+  # Reach grafana through the proxy; nothing else on the tailnet.
+  TS_AUTHKEY=tskey-auth-… tsconnect run --allow grafana.corp.ts.net -- \
+      curl -sS http://grafana/api/health
+
+  # An agent with a database port for psql, key from a mounted secret.
+  tsconnect run --auth-key-file /run/secrets/ts-key --tags tag:sandbox \
+      --allow .corp.ts.net --forward 5432=db:5432 -- \
+      python agent.py
+
+  # Key from Vault (KV v2 secret/tailscale, field authkey) with AppRole.
+  VAULT_ADDR=https://vault:8200 TSCONNECT_VAULT_SECRET_ID=… \
+  tsconnect run --vault-path secret/tailscale --vault-auth approle \
+      --vault-role-id 1f2e… --allow .corp.ts.net -- ./agent
+
+  # A headscale control plane, audit log on stderr.
+  tsconnect run --control-url https://headscale.example.com \
+      --audit-log - --allow .corp.example.com -- ./agent
+`
+
+func cmdRun(ctx context.Context, args []string, sio stdio) int {
+	fs := newFlagSet("run", runUsage)
+	jo := addJoinFlags(fs)
+	po := addProxyFlags(fs)
+	if code, done := fs.parse(args, sio); done {
+		return code
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return sio.fail(usageErrorf("run", "no command to run: tsconnect run [flags] -- COMMAND [ARGS…]"))
+	}
+	cfg, err := jo.config(fs, sio)
+	if err != nil {
+		return sio.fail(err)
+	}
+	pc, fwds, auditCloser, err := po.config("run", sio)
+	if err != nil {
+		return sio.fail(err)
+	}
+	defer auditCloser.Close()
+	cfg.Proxy = pc
+	if err := precheckForwards(cfg.Allow, fwds); err != nil {
+		return sio.fail(err)
+	}
+	// Before joining: a typo should not cost a node.
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return sio.fail(&exitError{code: exitNotFound, err: err, hint: "check the command name and PATH"})
+	}
+	listeners, err := listenForwards(fwds)
+	if err != nil {
+		return sio.fail(err)
+	}
+	defer closeForwards(listeners)
+
+	sigc, stopSignals := notifySignals()
+	defer stopSignals()
+	s, sig, err := join(ctx, cfg, jo.verbose, sigc, sio)
+	if err != nil {
+		return sio.fail(err)
+	}
+	if sig != nil {
+		return signalExit(sig)
+	}
+	defer s.closeOnPanic()
+	code := runChild(ctx, s, listeners, path, argv, sigc, sio)
+	if sig := s.close(sigc); sig != nil {
+		return signalExit(sig)
+	}
+	return code
+}
+
+// runChild starts the forwards and the command, passes signals on, and
+// returns the command's exit status. The caller closes the session.
+func runChild(ctx context.Context, s *session, fwds []*forward, path string, argv []string, sigc <-chan os.Signal, sio stdio) int {
+	fw, err := startForwards(s, fwds)
+	if err != nil {
+		return sio.fail(err)
+	}
+	defer fw.Close()
+
+	// Not exec.CommandContext: the command is stopped by passing signals
+	// on, and the exit status must be its own.
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Env = s.c.Environ(nil)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = sio.In, sio.Out, sio.Err
+	// When the streams are not files (in-process callers), do not hang on a
+	// grandchild that keeps them open.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return sio.fail(&exitError{code: exitCannotExec, err: err})
+	}
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+
+	ctxDone, nodeDone := ctx.Done(), s.c.Done()
+	for {
+		select {
+		case sig := <-sigc:
+			if s.verbose {
+				sio.logf("passing %v on to %s (pid %d)", sig, argv[0], cmd.Process.Pid)
+			}
+			cmd.Process.Signal(sig)
+		case <-ctxDone:
+			ctxDone = nil
+			cmd.Process.Signal(syscall.SIGTERM)
+		case <-nodeDone:
+			nodeDone = nil
+			sio.logf("warning: the tailnet node stopped: the proxy is gone; %s keeps running", argv[0])
+		case err := <-waitc:
+			// A signal that arrived with the command's exit (a Ctrl-C
+			// reaches both from the terminal) was meant for the command:
+			// it must not read as a second signal and cut leaving short.
+			for len(sigc) > 0 {
+				<-sigc
+			}
+			return exitStatus(cmd.ProcessState, err, sio)
+		}
+	}
+}
+
+// exitStatus is the command's exit code, or 128+N if signal N killed it.
+func exitStatus(ps *os.ProcessState, err error, sio stdio) int {
+	if ps == nil {
+		return sio.fail(fmt.Errorf("waiting for the command: %w", err))
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) && ps.Success() {
+		// exec.ErrWaitDelay: the command succeeded but left its streams
+		// open; that is not its failure.
+		return exitOK
+	}
+	return ps.ExitCode()
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tsconnect/tsconnect/connector"
+	"github.com/tsconnect/tsconnect/dnsfilter"
+	"github.com/tsconnect/tsconnect/secrets"
+)
+
+// notifySignals returns a channel receiving SIGINT and SIGTERM, with room
+// for two: the first starts an orderly shutdown, the second cuts it short.
+func notifySignals() (<-chan os.Signal, func()) {
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	return sigc, func() { signal.Stop(sigc) }
+}
+
+// signalExit is the conventional exit status after signal sig: 128+N.
+func signalExit(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return exitFailure
+}
+
+// session is a joined node.
+type session struct {
+	c       *connector.Connector
+	st      connector.Status
+	suffix  string // MagicDNS suffix, "corp.ts.net"
+	sio     stdio
+	verbose bool
+	cancel  context.CancelFunc
+
+	abandoned bool // a second signal cut close short
+}
+
+// join starts the node, printing progress. A signal while joining
+// abandons the join (nothing is left behind): it returns the signal and no
+// error.
+func join(ctx context.Context, cfg connector.Config, verbose bool, sigc <-chan os.Signal, sio stdio) (*session, os.Signal, error) {
+	// tailscale's tlsdial and a few others warn through the standard
+	// logger; that is noise unless asked for.
+	if verbose {
+		log.SetOutput(sio.Err)
+	} else {
+		log.SetOutput(io.Discard)
+	}
+	src := cfg.KeySource
+	if src == nil {
+		src = secrets.Env()
+	}
+	sio.logf("joining tailnet via %s (key from %s)", controlURL(cfg), src.Describe())
+	t0 := time.Now()
+
+	// The context bounds the connector's whole life, not only Start.
+	lifeCtx, cancel := context.WithCancel(ctx)
+	type result struct {
+		c   *connector.Connector
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		c, err := connector.Start(lifeCtx, cfg)
+		resc <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-resc:
+	case sig := <-sigc:
+		sio.logf("%v: giving up joining", sig)
+		cancel()
+		select {
+		case r = <-resc:
+			if r.c != nil {
+				r.c.Close()
+			}
+		case <-sigc: // a second signal: do not wait for the cleanup
+		}
+		return nil, sig, nil
+	}
+	if r.err != nil {
+		cancel()
+		return nil, nil, r.err
+	}
+	s := &session{c: r.c, sio: sio, verbose: verbose, cancel: cancel}
+	st, err := r.c.Status(lifeCtx)
+	if err != nil {
+		s.close(nil)
+		return nil, nil, err
+	}
+	s.st = st
+	if _, rest, ok := strings.Cut(st.FQDN, "."); ok {
+		s.suffix = rest
+	}
+	ready := "ready in " + time.Since(t0).Round(100*time.Millisecond).String() + " as " + st.Name + " " + addrString(st.IPv4, st.IPv6)
+	if p := r.c.ProxyAddr(); p != "" {
+		ready += " (proxy " + p + ")"
+	}
+	sio.logf("%s", ready)
+	return s, nil, nil
+}
+
+// controlURL is the coordination server the connector will use, by the
+// same rule (Config.ControlURL documents it).
+func controlURL(cfg connector.Config) string {
+	for _, v := range []string{cfg.ControlURL, os.Getenv("TS_CONTROL_URL"), os.Getenv("TAILSCALE_LOGIN_SERVER")} {
+		if v != "" {
+			return strings.TrimSuffix(v, "/")
+		}
+	}
+	return connector.DefaultControlURL
+}
+
+func addrString(addrs ...netip.Addr) string {
+	var s []string
+	for _, a := range addrs {
+		if a.IsValid() {
+			s = append(s, a.String())
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// close leaves the tailnet (the connector logs out, so the node leaves the
+// machine list now). A signal on sigc while that is slow abandons the wait
+// and is returned.
+func (s *session) close(sigc <-chan os.Signal) os.Signal {
+	t0 := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.c.Close(); err != nil {
+			s.sio.logf("warning: %s (the control plane removes the ephemeral node once it notices it is gone)", message(err))
+		}
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		if s.verbose {
+			s.sio.logf("left the tailnet in %v", time.Since(t0).Round(time.Millisecond))
+		}
+		return nil
+	case sig := <-sigc:
+		s.sio.logf("%v again: exiting without waiting to leave the tailnet", sig)
+		s.abandoned = true
+		return sig
+	}
+}
+
+// closeOnPanic is deferred right after joining, so that the node leaves
+// the tailnet even if tsconnect panics. It does nothing after close (Close
+// is idempotent) or after a second signal abandoned the wait, which it
+// must not resume.
+func (s *session) closeOnPanic() {
+	if !s.abandoned {
+		s.c.Close()
+	}
+}
+
+// policy is the allowlist's verdict on host:port, with MagicDNS short
+// names expanded as the connector does.
+func (s *session) policy(host string, port uint16) dnsfilter.Decision {
+	return s.c.Allowlist().Check(dnsfilter.Expand(host, s.suffix), port)
+}
