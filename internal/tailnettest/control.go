@@ -53,12 +53,25 @@ var (
 
 func closeAll() {
 	liveMu.Lock()
-	cs := live
-	live = nil
+	cs, fns := live, atExit
+	live, atExit = nil, nil
 	liveMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
 	for _, c := range cs {
 		c.Close()
 	}
+}
+
+var atExit []func()
+
+// AtExit registers f to run when the tests end, before the controls stop:
+// cleanup for state shared by all tests of a binary.
+func AtExit(f func()) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	atExit = append(atExit, f)
 }
 
 // Shared returns one Control per test binary, started on first use with
