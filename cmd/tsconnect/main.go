@@ -68,8 +68,6 @@ var commands = []command{
 	{"check", "join and test whether targets are allowed and reachable", cmdCheck},
 	{"status", "show what a running `tsconnect up` is doing", cmdStatus},
 	{"version", "print the version of tsconnect, Go and tailscale.com", cmdVersion},
-	// demo is implemented in demo.go, owned by another change: keep this
-	// entry and the runDemo signature.
 	{"demo", "try tsconnect against a throwaway in-process tailnet", runDemo},
 	// help is added by init: it reads this table.
 }

@@ -106,9 +106,15 @@ type proc struct {
 // startTsc starts the binary with a clean environment plus env.
 func startTsc(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
+	return startTscEnv(t, cleanEnv(env...), args...)
+}
+
+// startTscEnv starts the binary with exactly the environment env.
+func startTscEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan struct{})}
 	p.cmd = exec.Command(tsconnectBin(t), args...)
-	p.cmd.Env = cleanEnv(env...)
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.WaitDelay = 5 * time.Second
 	p.start = time.Now()

@@ -85,6 +85,20 @@ func addJoinFlags(fs *flagSet) *joinOpts {
 // included. Mistakes are usage errors; they are found before joining.
 func (o *joinOpts) config(fs *flagSet, sio stdio) (connector.Config, error) {
 	sub := strings.TrimPrefix(fs.Name(), "tsconnect ")
+	cfg, err := o.nodeConfig(sub, sio)
+	if err != nil {
+		return cfg, err
+	}
+	src, err := o.keySource(fs, sub, sio)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.KeySource = src
+	return cfg, nil
+}
+
+// nodeConfig is config without the key source.
+func (o *joinOpts) nodeConfig(sub string, sio stdio) (connector.Config, error) {
 	cfg := connector.Config{
 		ControlURL:     o.controlURL,
 		Hostname:       o.hostname,
@@ -118,11 +132,6 @@ func (o *joinOpts) config(fs *flagSet, sio stdio) (connector.Config, error) {
 			fmt.Fprintf(sio.Err, strings.TrimRight(format, "\n")+"\n", args...)
 		}
 	}
-	src, err := o.keySource(fs, sub, sio)
-	if err != nil {
-		return cfg, err
-	}
-	cfg.KeySource = src
 	return cfg, nil
 }
 

@@ -289,3 +289,63 @@ func logfFor(t *testing.T) func(string, ...any) {
 	}
 	return func(string, ...any) {}
 }
+
+// TestDemoCommand runs the real `tsconnect demo` binary, once with its
+// walkthrough and once with curl as the command, in the laptop-like
+// namespace under capture, with proxies on TEST-NET addresses in its
+// environment and none of tailscale's knobs: not one packet may go
+// anywhere but loopback.
+func TestDemoCommand(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tsconnect")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/tsconnect")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := append(cleanEnv(),
+		"HTTP_PROXY=http://192.0.2.1:3128",
+		"HTTPS_PROXY=http://192.0.2.1:3128",
+		"ALL_PROXY=socks5://192.0.2.1:1080",
+		"NO_PROXY=",
+	)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"walkthrough", []string{"demo"}, "5. leave  "},
+		{"curl", []string{"demo", "--", "curl", "-sS", "http://web/"}, "hello from web via the tailnet\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := startCapture()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := decoyTx()
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Env = env
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			st, offenders := c.stop()
+			delta := decoyTx() - before
+			if err != nil {
+				t.Fatalf("tsconnect %q: %v\nstdout:\n%s\nstderr:\n%s", tc.args, err, out, stderr.String())
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("stdout lacks %q:\n%s", tc.want, out)
+			}
+			t.Logf("packets: lo %d, decoy0 %d (IPv4 %d, IPv6 %d; UDP %d, TCP %d); capture drops %d",
+				st.Lo, st.Decoy, st.IPv4, st.IPv6, st.UDP, st.TCP, st.Drops)
+			if st.Lo == 0 {
+				t.Errorf("the capture saw no packet on lo: it is not watching")
+			}
+			if delta != 0 {
+				t.Errorf("decoy0 transmitted %d packets, want 0: %q", delta, lastDecoyFrames(delta))
+			}
+			if len(offenders) > 0 {
+				t.Errorf("%d packets broke the loopback rule:\n%s", st.Offending, strings.Join(offenders, "\n"))
+			}
+		})
+	}
+}
