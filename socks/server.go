@@ -43,6 +43,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -431,6 +432,14 @@ func (s *Server) serveConn(cc *clientConn) {
 	cc.start = time.Now()
 	handedOff := false
 	defer func() {
+		// A panic while serving one client (in Dial or Check, say) ends
+		// that connection, not the process: the node stays up for the
+		// others and still logs out on Close. net/http does the same for
+		// HTTP requests.
+		if p := recover(); p != nil {
+			s.st.failed.Add(1)
+			s.cfg.Logf("socks: %v: panic serving connection: %v\n%s", cc.RemoteAddr(), p, debug.Stack())
+		}
 		if !handedOff {
 			cc.Close()
 			cc.release()
