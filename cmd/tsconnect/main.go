@@ -42,6 +42,9 @@ const (
 var version = "dev"
 
 func main() {
+	if err := harden(); err != nil {
+		fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot disable core dumps: %v\n", err)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

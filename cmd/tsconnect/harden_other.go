@@ -1,0 +1,6 @@
+//go:build !linux
+
+package main
+
+func harden() error           { return nil }
+func dumpable() (bool, error) { return true, nil }
