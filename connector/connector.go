@@ -188,8 +188,9 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	logtail.Disable()
 
 	// tsnet insists on a directory (log buffers, a netmap cache); it gets a
-	// private one that Close removes.
-	c.dir, err = os.MkdirTemp("", "tsconnect-")
+	// private one that Close removes. Those of killed processes go first.
+	removeStaleDirs()
+	c.dir, err = os.MkdirTemp("", privateDirPattern())
 	if err != nil {
 		return nil, fmt.Errorf("connector: creating private directory: %w", err)
 	}

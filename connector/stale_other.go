@@ -1,0 +1,7 @@
+//go:build !unix
+
+package connector
+
+func privateDirPattern() string { return "tsconnect-" }
+
+func removeStaleDirs() {}
