@@ -328,8 +328,10 @@ func TestKeyFromVault(t *testing.T) {
 	dir := t.TempDir()
 	sidFile := filepath.Join(dir, "secret-id")
 	os.WriteFile(sidFile, []byte(secretID+"\n"), 0o600)
-	tmp := filepath.Join(dir, "tmp")
-	os.Mkdir(tmp, 0o700)
+	tmp, home, cwd := filepath.Join(dir, "tmp"), filepath.Join(dir, "home"), filepath.Join(dir, "cwd")
+	for _, d := range []string{tmp, home, cwd} {
+		os.Mkdir(d, 0o700)
+	}
 	audit := filepath.Join(dir, "audit.jsonl")
 	userToken := v.NewToken()
 
@@ -341,20 +343,19 @@ func TestKeyFromVault(t *testing.T) {
 		"--vault-role-id", roleID, "--vault-secret-id-file", sidFile, "--", "sh", "-c", script)
 	// No TS_AUTHKEY: the key can only come from Vault. VAULT_TOKEN is set
 	// (an unrelated user token) to prove it is scrubbed from the child.
-	cmd.Env = append(baseEnv(), "TMPDIR="+tmp, "VAULT_TOKEN="+userToken)
+	cmd.Env = append(baseEnv(), "TMPDIR="+tmp, "HOME="+home, "XDG_CACHE_HOME=", "XDG_CONFIG_HOME=", "VAULT_TOKEN="+userToken)
+	cmd.Dir = cwd
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// While it runs, scan every file it created.
+	// While it runs, scan every file it created, every regular file it
+	// holds open, and its command line.
 	node := waitNode(t, w.ctl, prefix, 20*time.Second)
 	secrets := append([]string{w.key, secretID, userToken}, v.Revoked()...)
 	scanned := 0
-	filepath.Walk(tmp, func(p string, fi os.FileInfo, err error) error {
-		if err != nil || fi.IsDir() {
-			return nil
-		}
+	scan := func(p string) {
 		b, _ := os.ReadFile(p)
 		scanned++
 		for _, s := range secrets {
@@ -362,8 +363,30 @@ func TestKeyFromVault(t *testing.T) {
 				t.Errorf("file %s contains a secret (%.6s…)", p, s)
 			}
 		}
-		return nil
-	})
+	}
+	for _, d := range []string{tmp, home, cwd} {
+		filepath.Walk(d, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				scan(p)
+			}
+			return nil
+		})
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", cmd.Process.Pid))
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err == nil && strings.HasPrefix(target, "/") {
+			if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() {
+				scan(target)
+			}
+		}
+	}
+	if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid)); err == nil {
+		for _, s := range secrets {
+			if bytes.Contains(cl, []byte(s)) {
+				t.Errorf("tsconnect's command line contains a secret (%.6s…)", s)
+			}
+		}
+	}
 	err := cmd.Wait()
 	if err != nil {
 		t.Fatalf("tsconnect run: %v\nstderr:\n%s", err, se.String())
@@ -389,10 +412,12 @@ func TestKeyFromVault(t *testing.T) {
 	if len(v.Revoked()) != 1 {
 		t.Errorf("AppRole login token revoked %d times, want once", len(v.Revoked()))
 	}
-	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
-		t.Errorf("left in TMPDIR after exit: %v", entries)
+	for name, d := range map[string]string{"TMPDIR": tmp, "HOME": home, "the working directory": cwd} {
+		if entries, _ := os.ReadDir(d); len(entries) != 0 {
+			t.Errorf("left in %s after exit: %v", name, entries)
+		}
 	}
-	t.Logf("scanned %d files in the running process's temp dir; stderr %d bytes, audit %d bytes", scanned, se.Len(), len(auditLog))
+	t.Logf("scanned %d files (temp dir, HOME, cwd, open files) of the running process; stderr %d bytes, audit %d bytes", scanned, se.Len(), len(auditLog))
 	if scanned == 0 {
 		t.Error("no file scanned: the scan proves nothing")
 	}
