@@ -68,7 +68,7 @@ func addJoinFlags(fs *flagSet) *joinOpts {
 	fs.StringVar(&v.auth, "vault-auth", string(secrets.AuthToken), "auth `method`: token, approle, kubernetes, or wrapped (no login: the key\ncomes inside a response-wrapping token)")
 	fs.StringVar(&v.authMount, "vault-auth-mount", "", "`path` where the approle or kubernetes auth method is mounted; default\napprole or kubernetes")
 	fs.StringVar(&v.tokenFile, "vault-token-file", "", "token auth: read the token from `file`; default $VAULT_TOKEN")
-	fs.StringVar(&v.roleID, "vault-role-id", "", "approle auth: the role_id `id`; default $TSCONNECT_VAULT_ROLE_ID")
+	fs.StringVar(&v.roleID, "vault-role-id", "", "approle auth: the role_id `id`")
 	fs.StringVar(&v.secretIDFile, "vault-secret-id-file", "", "approle auth: read the secret_id from `file`; default\n$TSCONNECT_VAULT_SECRET_ID")
 	fs.BoolVar(&v.secretIDWrapped, "vault-secret-id-wrapped", false, "approle auth: the secret_id is a response-wrapping token")
 	fs.StringVar(&v.k8sRole, "vault-k8s-role", "", "kubernetes auth: the Vault `role` bound to the pod's service account")
