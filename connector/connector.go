@@ -113,6 +113,13 @@ type Config struct {
 	// Proxy, if set, starts the local SOCKS5 + HTTP proxy. Nil: no proxy.
 	Proxy *ProxyConfig
 
+	// KeepMemory, if true, leaves memory to the Go runtime. By default,
+	// once traffic stops after a burst (a bulk transfer leaves hundreds of
+	// MiB of netstack garbage), the connector collects it and returns it
+	// to the OS, so an idle sandbox's RSS falls back within seconds
+	// instead of staying at its peak. See memtrim.go.
+	KeepMemory bool
+
 	// Logf receives tsnet's verbose backend logs. Nil discards them.
 	Logf func(format string, args ...any)
 
@@ -136,7 +143,8 @@ type Connector struct {
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
-	stopCtx   func() bool // detaches the Start context's cancel hook
+	stopTrim  chan struct{} // closed by Close; nil when not trimming
+	stopCtx   func() bool   // detaches the Start context's cancel hook
 
 	// joinAbandoned is set when Start was cancelled while joining: the
 	// control plane may have registered the node already.
@@ -247,6 +255,10 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := c.startProxy(); err != nil {
 		return nil, err
 	}
+	if !cfg.KeepMemory {
+		c.stopTrim = make(chan struct{})
+		go trimLoop(c.stopTrim)
+	}
 	c.stopCtx = context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
 }
@@ -277,6 +289,9 @@ func (c *Connector) Close() error {
 				errs = append(errs, fmt.Errorf("logging out: %w", err))
 			}
 			cancel()
+		}
+		if c.stopTrim != nil {
+			close(c.stopTrim)
 		}
 		if c.stopWatch != nil {
 			c.stopWatch()
