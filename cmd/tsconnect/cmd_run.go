@@ -58,15 +58,11 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	if err != nil {
 		return sio.fail(err)
 	}
-	pc, fwds, auditCloser, err := po.config("run", sio)
+	fwds, auditCloser, err := po.apply("run", &cfg, sio)
 	if err != nil {
 		return sio.fail(err)
 	}
 	defer auditCloser.Close()
-	cfg.Proxy = pc
-	if err := precheckForwards(cfg.Allow, fwds); err != nil {
-		return sio.fail(err)
-	}
 	// Before joining: a typo should not cost a node.
 	path, err := exec.LookPath(argv[0])
 	if err != nil {

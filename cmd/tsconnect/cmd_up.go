@@ -61,15 +61,11 @@ func cmdUp(ctx context.Context, args []string, sio stdio) int {
 	if err != nil {
 		return sio.fail(err)
 	}
-	pc, fwds, auditCloser, err := po.config("up", sio)
+	fwds, auditCloser, err := po.apply("up", &cfg, sio)
 	if err != nil {
 		return sio.fail(err)
 	}
 	defer auditCloser.Close()
-	cfg.Proxy = pc
-	if err := precheckForwards(cfg.Allow, fwds); err != nil {
-		return sio.fail(err)
-	}
 	// The sockets first: a second `up`, or a port in use, fails before a
 	// node is created.
 	ln, err := listenControl(sockPath)

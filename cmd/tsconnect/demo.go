@@ -79,15 +79,11 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	if err != nil {
 		return sio.fail(err)
 	}
-	pc, fwds, auditCloser, err := po.config("demo", sio)
+	fwds, auditCloser, err := po.apply("demo", &cfg, sio)
 	if err != nil {
 		return sio.fail(err)
 	}
 	defer auditCloser.Close()
-	cfg.Proxy = pc
-	if err := precheckForwards(cfg.Allow, fwds); err != nil {
-		return sio.fail(err)
-	}
 	var path string
 	argv := fs.Args()
 	if len(argv) > 0 {

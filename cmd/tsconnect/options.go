@@ -210,6 +210,22 @@ func addProxyFlags(fs *flagSet) *proxyOpts {
 	return o
 }
 
+// apply sets cfg.Proxy from the flags and checks the forwards against
+// cfg.Allow (before joining: a forward that cannot work costs no node). It
+// returns the forwards and a closer for the audit log file, if any.
+func (o *proxyOpts) apply(sub string, cfg *connector.Config, sio stdio) ([]forwardSpec, io.Closer, error) {
+	pc, fwds, closer, err := o.config(sub, sio)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := precheckForwards(cfg.Allow, fwds); err != nil {
+		closer.Close()
+		return nil, nil, err
+	}
+	cfg.Proxy = pc
+	return fwds, closer, nil
+}
+
 // config returns the proxy configuration and the parsed forwards. The
 // returned closer closes the audit log file, if any.
 func (o *proxyOpts) config(sub string, sio stdio) (*connector.ProxyConfig, []forwardSpec, io.Closer, error) {
