@@ -184,7 +184,7 @@ type hcKind int
 const (
 	hcAllow  hcKind = iota // allowed and reaches hweb: 0x00, 200
 	hcDeny                 // denied by the allowlist: 0x02, 403 naming host and rule
-	hcBad                  // refused as a malformed host before the allowlist: 0x01, 400
+	hcBad                  // a malformed host, denied before the allowlist sees it: 0x02, 403 naming it
 	hcNoHost               // allowed by the list, not on the tailnet: 0x04, 502
 )
 
@@ -241,7 +241,7 @@ func (b *hcCorpus) hostRows(cat, host string, port uint16, o hcOutcome) {
 		case hcDeny:
 			b.httpRow(cat, "CONNECT "+label, raw, 403, "="+hcDenyBody(checked, o.reason), o.reason)
 		case hcBad:
-			b.httpRow(cat, "CONNECT "+label, raw, 400, "tsconnect: bad CONNECT target", "")
+			b.httpRow(cat, "CONNECT "+label, raw, 403, "~not allowed: malformed host name", "")
 		case hcNoHost:
 			b.httpRow(cat, "CONNECT "+label, raw, 502, "~no such host on the tailnet", "")
 		}
@@ -254,7 +254,7 @@ func (b *hcCorpus) hostRows(cat, host string, port uint16, o hcOutcome) {
 		case hcDeny:
 			b.httpRow(cat, "GET "+label, raw, 403, "="+hcDenyBody(checked, o.reason), o.reason)
 		case hcBad:
-			b.httpRow(cat, "GET "+label, raw, 400, "tsconnect: invalid host name", "")
+			b.httpRow(cat, "GET "+label, raw, 403, "~not allowed: malformed host name", "")
 		case hcNoHost:
 			b.httpRow(cat, "GET "+label, raw, 502, "~no such host on the tailnet", "")
 		}
@@ -270,7 +270,7 @@ func (b *hcCorpus) socksHost(cat, name, host string, port uint16, o hcOutcome) {
 	case hcDeny:
 		b.socksRow(cat, name, req, hcSOCKSFail(0x02), o.reason)
 	case hcBad:
-		b.socksRow(cat, name, req, hcSOCKSFail(0x01), "")
+		b.socksRow(cat, name, req, hcSOCKSFail(0x02), "")
 	case hcNoHost:
 		b.socksRow(cat, name, req, hcSOCKSFail(0x04), "")
 	}
@@ -593,14 +593,14 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	for _, host := range []string{"localhost", "localhost.", "LOCALHOST", "localhost.localdomain", "ip6-localhost"} {
 		b.hostRows(ip, host, lp, hcDenied(hcNoRule))
 	}
-	// Zones: refused as malformed before the allowlist.
+	// Zones: malformed, denied before the allowlist.
 	for _, host := range []string{"fe80::1%eth0", "fe80::1%25lo", "::1%lo", "fe80::1%"} {
 		b.socksHost(ip, fmt.Sprintf("socks5 %q:80", host), host, 80, hcMalformed())
 	}
-	b.httpRow(ip, "CONNECT [fe80::1%25eth0]:80", "CONNECT [fe80::1%25eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 400, "tsconnect: bad CONNECT target", "")
+	b.httpRow(ip, "CONNECT [fe80::1%25eth0]:80", "CONNECT [fe80::1%25eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
 	b.httpRow(ip, "CONNECT [fe80::1%eth0]:80", "CONNECT [fe80::1%eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 400, "400 Bad Request", "")
-	b.httpRow(ip, "GET http://[fe80::1%25eth0]/", "GET http://[fe80::1%25eth0]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 400, "tsconnect: invalid host name", "")
-	b.httpRow(ip, "GET http://[::1%25lo]/", "GET http://[::1%25lo]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 400, "tsconnect: invalid host name", "")
+	b.httpRow(ip, "GET http://[fe80::1%25eth0]/", "GET http://[fe80::1%25eth0]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
+	b.httpRow(ip, "GET http://[::1%25lo]/", "GET http://[::1%25lo]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
 	// Link-local, metadata, Tailscale's own 100.100.100.100, private and
 	// public ranges, the denied service's and the connector's own tailnet
 	// addresses, and the allowed node's IPv6 (only its IPv4 is listed).
@@ -693,10 +693,10 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.httpRow(hp, "CONNECT denied target, allowed Host", req("CONNECT hsecret:80 HTTP/1.1", hostWeb+":80"), 403, secretDenied(80), hcNoRule)
 	b.httpRow(hp, "CONNECT denied target:443, allowed Host", req("CONNECT hsecret:443 HTTP/1.1", hostWeb+":443"), 403, secretDenied(443), hcNoRule)
 	b.httpAllow(hp, "CONNECT allowed target, denied Host", req("CONNECT hweb:80 HTTP/1.1", "Host: hsecret:80"), "")
-	b.httpRow(hp, "CONNECT userinfo", req("CONNECT hweb@hsecret:80 HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
-	b.httpRow(hp, "CONNECT userinfo reversed", req("CONNECT hsecret@hweb:80 HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
+	b.httpRow(hp, "CONNECT userinfo", req("CONNECT hweb@hsecret:80 HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "CONNECT userinfo reversed", req("CONNECT hsecret@hweb:80 HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
 	b.httpRow(hp, "CONNECT absolute URL", req("CONNECT http://hweb:80 HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
-	b.httpRow(hp, "CONNECT path", req("CONNECT /hweb:80 HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
+	b.httpRow(hp, "CONNECT path", req("CONNECT /hweb:80 HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
 	b.httpRow(hp, "CONNECT trailing path", req("CONNECT hweb:80/x HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
 	for _, target := range []string{"hweb", web, "hweb:", "hweb:0", "hweb:00", "hweb:65536", "hweb:99999", ":80", "[::1]"} {
 		b.httpRow(hp, "CONNECT "+target, req("CONNECT "+target+" HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
@@ -797,9 +797,9 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.socksAllow(sk, "ATYP=4 hweb's IPv4, mapped", hcIPReq(1, netip.AddrFrom16(webIP4.As16()), 80))
 	b.socksRow(sk, "ATYP=3 carrying 127.0.0.1", hcDomainReq(1, "127.0.0.1", lp), fail(0x02), hcNoCIDR)
 	b.socksRow(sk, "ATYP=3 carrying hsecret's IPv4", hcDomainReq(1, sec4.String(), 80), fail(0x02), hcNoCIDR)
-	b.socksRow(sk, "ATYP=3 carrying [::1]", hcDomainReq(1, "[::1]", lp), fail(0x01), "")
-	b.socksRow(sk, "ATYP=3 length 0", hcDomainReq(1, "", 80), fail(0x01), "")
-	b.socksRow(sk, "ATYP=3 length 255", hcDomainReq(1, strings.Repeat("a", 255), 80), fail(0x01), "")
+	b.socksRow(sk, "ATYP=3 carrying [::1]", hcDomainReq(1, "[::1]", lp), fail(0x02), "")
+	b.socksRow(sk, "ATYP=3 length 0", hcDomainReq(1, "", 80), fail(0x02), "")
+	b.socksRow(sk, "ATYP=3 length 255", hcDomainReq(1, strings.Repeat("a", 255), 80), fail(0x02), "")
 	b.socksRow(sk, "ATYP=3 hsecret, reserved byte 0xff", append([]byte{5, 1, 0xff}, hcDomainReq(1, hcSecret, 80)[3:]...), fail(0x02), hcNoRule)
 	for _, atyp := range []byte{0, 2, 5, 0xff} {
 		b.socksRow(sk, fmt.Sprintf("ATYP=%#x", atyp), []byte{5, 1, 0, atyp, 127, 0, 0, 1, 0, 80}, fail(0x08), "")

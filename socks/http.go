@@ -114,7 +114,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, cc *client
 		s.requireAuth(w, rec)
 		return
 	}
-	target, err := s.open(r.Context(), rec, host, port)
+	// Not r.Context(): net/http cancels it when the client half-closes
+	// (golang/go#18527), and a client may send CONNECT, its first bytes
+	// and a FIN at once. The dial is still bounded by DialTimeout and
+	// cancelled by Close.
+	target, err := s.open(context.WithoutCancel(r.Context()), rec, host, port)
 	if err != nil {
 		w.Header().Set("Connection", "close")
 		s.httpFail(w, rec, err, joinHostPort(rec.Host, port))
@@ -146,10 +150,15 @@ func splitTarget(t string) (host string, port uint16, err error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("bad CONNECT target %q: %w", t, err)
 	}
-	port, ok := parsePort(p)
-	if !ok || !validHost(h) {
-		return "", 0, fmt.Errorf("bad CONNECT target %q", t)
+	if h == "" {
+		return "", 0, fmt.Errorf("bad CONNECT target %q: no host", t)
 	}
+	port, ok := parsePort(p)
+	if !ok {
+		return "", 0, fmt.Errorf("bad CONNECT target %q: port must be 1 to 65535", t)
+	}
+	// The host itself is checked with the rest of policy (open): a
+	// malformed one is denied, not a bad request.
 	return h, port, nil
 }
 
@@ -280,9 +289,6 @@ func (s *Server) httpFail(w http.ResponseWriter, rec *record, err error, target 
 	case errors.As(err, &pe):
 		rec.deny(pe.rule, err)
 		httpError(w, http.StatusForbidden, "tsconnect: %v\n", pe)
-	case errors.Is(err, errBadHost):
-		rec.fail(err)
-		httpError(w, http.StatusBadRequest, "tsconnect: %v\n", err)
 	case isTimeout(err):
 		rec.fail(err)
 		httpError(w, http.StatusGatewayTimeout, "tsconnect: timed out connecting to %q: %v\n", target, err)

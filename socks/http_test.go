@@ -175,13 +175,13 @@ func TestHTTPErrors(t *testing.T) {
 		{"origin form", "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "not a web server"},
 		{"https absolute form", "GET https://web.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "CONNECT"},
 		{"connect no port", "CONNECT web.test HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, ""},
+		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 403, "malformed host name"},
 		{"connect CR in target", "CONNECT web.test\r:443 HTTP/1.1\r\n\r\n", 400, ""},
 		{"connect CRLF injection", "CONNECT web.test:443\r\nHost: x HTTP/1.1\r\n\r\n", 400, ""},
 		{"connect escaped CRLF", "CONNECT web.test%0d%0a:443 HTTP/1.1\r\n\r\n", 400, ""},
 		{"connect space", "CONNECT web.test :443 HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect userinfo", "CONNECT user@web.test:443 HTTP/1.1\r\n\r\n", 400, ""},
-		{"get bad host", "GET http://we_b!.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, ""},
+		{"connect userinfo", "CONNECT user@web.test:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
+		{"get bad host", "GET http://we_b!.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed host name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(fn.dials())

@@ -14,8 +14,9 @@ import (
 )
 
 // errBadHost reports a requested host that is neither an IP literal nor a
-// plausible DNS name; it never reaches Check or Dial.
-var errBadHost = errors.New("invalid host name")
+// plausible DNS name; it never reaches Check or Dial. It is a denial, like
+// any other name the allowlist does not allow (SOCKS5 0x02, HTTP 403).
+var errBadHost = errors.New("malformed host name (want letters, digits, '-', '_' and dots, or an IP address without a zone)")
 
 // policyError is a denial by Check or Dial.
 type policyError struct {
@@ -77,10 +78,10 @@ func parsePort(p string) (uint16, bool) {
 }
 
 // prepare validates and expands a requested host and runs Check. It returns
-// the host to dial, an errBadHost, or a *policyError.
+// the host to dial or a *policyError (errBadHost for a malformed host).
 func (s *Server) prepare(host string, port uint16) (string, error) {
 	if !validHost(host) {
-		return host, fmt.Errorf("%w: %q", errBadHost, host)
+		return host, &policyError{target: joinHostPort(host, port), err: errBadHost}
 	}
 	if _, err := netip.ParseAddr(host); err != nil && s.cfg.Expand != nil {
 		host = s.cfg.Expand(host)

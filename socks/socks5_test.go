@@ -87,7 +87,7 @@ func TestSOCKS5ReplyCodes(t *testing.T) {
 		{"no such host", 1, "nxdomain.test", 0x04},
 		{"timeout", 1, "slow.test", 0x06},
 		{"other error", 1, "weird.test", 0x01},
-		{"bad name", 1, "evil.test\r\nX", 0x01},
+		{"bad name", 1, "evil.test\r\nX", 0x02}, // malformed: denied
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := socksDial(t, s.Addr().String(), "", "")
