@@ -297,6 +297,19 @@ func (c *Connector) Close() error {
 			c.stopWatch()
 			<-c.watchDone
 		}
+		if c.ns != nil {
+			// tsnet's Close stops the goroutine draining netstack's
+			// outbound queue (512 packets) and only then resets every
+			// TCP endpoint still registered (open, closing or in
+			// TIME_WAIT, which lasts 60 s): with more than 512 of them
+			// the RSTs fill the queue and Close blocks forever. A
+			// successful logout removes the node's addresses, so the
+			// RSTs have no route and are never queued; when logging out
+			// failed (control plane down) they are still there. Remove
+			// them here. The peers learn from the control plane, or the
+			// missing node, that the connections are gone.
+			c.ns.UpdateNetstackIPs(nil)
+		}
 		if c.srv != nil {
 			if err := c.srv.Close(); err != nil {
 				errs = append(errs, err)

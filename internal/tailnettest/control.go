@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,7 +44,20 @@ type ControlOptions struct {
 	// SlowJoin keeps Headscale's default batching delays (joins take about
 	// 2 s each) instead of the fast test tuning.
 	SlowJoin bool
+	// DERPDown turns the embedded DERP and STUN server off and hands nodes
+	// a DERP map whose only region is 127.0.0.1 port 9 (TCP for DERP, UDP
+	// for STUN), where nothing listens: DERP is unavailable from the start,
+	// and nodes can reach each other only on the direct path (loopback
+	// UDP). Joins take a few seconds longer: netcheck waits for STUN
+	// answers that never come.
+	DERPDown bool
 }
+
+// DERPDownPort is the port the DERP map of a DERPDown control names for
+// both DERP (TCP) and STUN (UDP). It is below the ephemeral port range, so
+// no test listener is ever given it, and nothing in the namespace listens
+// on it.
+const DERPDownPort = 9
 
 // live are the controls started and not yet closed; Main closes them when
 // the tests end, so none outlives the test binary.
@@ -96,12 +111,12 @@ type Control struct {
 	URL  string // https://127.0.0.1:port
 	Dir  string // config, database, keys and socket
 	bin  string
-	cmd  *exec.Cmd
 	logs *bytes.Buffer
 
 	mu     sync.Mutex
 	closed bool
-	waitCh chan struct{}
+	cmd    *exec.Cmd     // the current headscale process; nil before the first start
+	waitCh chan struct{} // closed when cmd has exited
 }
 
 // StartControl starts Headscale and waits until it answers /health. It
@@ -140,11 +155,10 @@ func NewControl(opts ControlOptions) (*Control, error) {
 		return nil, err
 	}
 	c := &Control{
-		URL:    fmt.Sprintf("https://127.0.0.1:%d", ports[0]),
-		Dir:    dir,
-		bin:    bin,
-		logs:   new(bytes.Buffer),
-		waitCh: make(chan struct{}),
+		URL:  fmt.Sprintf("https://127.0.0.1:%d", ports[0]),
+		Dir:  dir,
+		bin:  bin,
+		logs: new(bytes.Buffer),
 	}
 	policy := opts.Policy
 	if policy == "" {
@@ -153,18 +167,19 @@ func NewControl(opts ControlOptions) (*Control, error) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.hujson"), []byte(policy), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "derp.yaml"), []byte(extraDERPRegions(ports[0], stun)), 0o600); err != nil {
+	derp := extraDERPRegions(ports[0], stun)
+	if opts.DERPDown {
+		derp = deadDERPRegion()
+	}
+	if err := os.WriteFile(filepath.Join(dir, "derp.yaml"), []byte(derp), 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(c.config(), []byte(c.configYAML(ports, stun, cert, key, opts)), 0o600); err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(bin, "serve", "-c", c.config())
-	c.cmd.Stdout, c.cmd.Stderr = lockedWriter{&c.mu, c.logs}, lockedWriter{&c.mu, c.logs}
-	if err := c.cmd.Start(); err != nil {
+	if err := c.startProcess(); err != nil {
 		return nil, err
 	}
-	go func() { c.cmd.Wait(); close(c.waitCh) }()
 	liveMu.Lock()
 	live = append(live, c)
 	liveMu.Unlock()
@@ -180,6 +195,102 @@ func NewControl(opts ControlOptions) (*Control, error) {
 }
 
 func (c *Control) config() string { return filepath.Join(c.Dir, "config.yaml") }
+
+// startProcess starts `headscale serve` on the control's config.
+func (c *Control) startProcess() error {
+	cmd := exec.Command(c.bin, "serve", "-c", c.config())
+	cmd.Stdout, cmd.Stderr = lockedWriter{&c.mu, c.logs}, lockedWriter{&c.mu, c.logs}
+	// A test binary that dies without running Main's cleanup (a -timeout
+	// panic, a crash) must not leave Headscale running. The death signal
+	// fires when the OS thread that started the child exits, so that
+	// thread is locked to a goroutine that lives as long as the child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	waitCh := make(chan struct{})
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		close(waitCh)
+	}()
+	if err := <-started; err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed { // Close ran meanwhile: it did not see this process
+		c.mu.Unlock()
+		cmd.Process.Kill()
+		<-waitCh
+		return fmt.Errorf("tailnettest: control %s is closed", c.URL)
+	}
+	c.cmd, c.waitCh = cmd, waitCh
+	c.mu.Unlock()
+	return nil
+}
+
+// process returns the current headscale process and its exit channel.
+func (c *Control) process() (*exec.Cmd, chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cmd, c.waitCh
+}
+
+// Stop kills Headscale (SIGKILL: a crash, not a graceful shutdown) and
+// waits for it to exit, keeping its directory: the configuration,
+// database, noise and DERP keys. While it is stopped, the control plane
+// and its embedded DERP and STUN server are unreachable, and Run, Nodes
+// and the like fail. Restart brings it back. Stopping a stopped control is
+// a no-op. Never stop the Shared control: other tests use it.
+func (c *Control) Stop() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("tailnettest: control %s is closed", c.URL)
+	}
+	cmd, waitCh := c.cmd, c.waitCh
+	c.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	select {
+	case <-waitCh:
+		return nil
+	default:
+	}
+	cmd.Process.Kill()
+	<-waitCh
+	return nil
+}
+
+// Restart stops Headscale if it runs, then starts it again on the same
+// ports with the same configuration and database, and waits until it
+// answers. Nodes that were registered reconnect with their existing keys.
+func (c *Control) Restart() error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("tailnettest: control %s is closed", c.URL)
+	}
+	c.mu.Unlock()
+	// A killed server leaves its socket behind; waitHealthy must not take
+	// the stale one for the new server's.
+	os.Remove(filepath.Join(c.Dir, "hs.sock"))
+	if err := c.startProcess(); err != nil {
+		return fmt.Errorf("tailnettest: restarting headscale: %w", err)
+	}
+	// The old process's listening sockets are gone with it; the new one
+	// binds the same ports (Go listeners set SO_REUSEADDR, so connections
+	// left in TIME_WAIT do not stand in the way).
+	return c.waitHealthy(30 * time.Second)
+}
 
 func (c *Control) configYAML(ports []int, stun int, cert, key string, opts ControlOptions) string {
 	var b strings.Builder
@@ -198,7 +309,7 @@ prefixes:
   allocation: sequential
 derp:
   server:
-    enabled: true
+    enabled: %t
     region_id: 999
     region_code: test
     region_name: test-loopback
@@ -228,7 +339,7 @@ unix_socket: %s/hs.sock
 unix_socket_permission: "0770"
 logtail:
   enabled: false
-`, c.URL, ports[0], ports[1], ports[2], cert, key, c.Dir, stun, c.Dir, c.Dir, c.Dir, c.Dir, c.Dir)
+`, c.URL, ports[0], ports[1], ports[2], cert, key, c.Dir, !opts.DERPDown, stun, c.Dir, c.Dir, c.Dir, c.Dir, c.Dir)
 	if !opts.SlowJoin {
 		b.WriteString("tuning:\n  batch_change_delay: 50ms\n  node_store_batch_timeout: 20ms\n")
 	}
@@ -275,12 +386,35 @@ func extraDERPRegions(port, stun int) string {
 	return b.String()
 }
 
+// deadDERPRegion is the DERP map of a DERPDown control: one region whose
+// DERP and STUN ports have nothing behind them.
+func deadDERPRegion() string {
+	return fmt.Sprintf(`regions:
+  900:
+    regionid: 900
+    regioncode: dead
+    regionname: test-loopback-dead
+    nodes:
+      - name: 900a
+        regionid: 900
+        hostname: 127.0.0.1
+        ipv4: 127.0.0.1
+        ipv6: none
+        stunport: %d
+        stunonly: false
+        derpport: %d
+`, DERPDownPort, DERPDownPort)
+}
+
 func (c *Control) waitHealthy(timeout time.Duration) error {
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	_, waitCh := c.process()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Timeout: time.Second, Transport: tr}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-c.waitCh:
+		case <-waitCh:
 			return fmt.Errorf("tailnettest: headscale exited at start:\n%s", c.Logs())
 		default:
 		}
@@ -439,14 +573,19 @@ func (c *Control) Close() {
 		return
 	}
 	c.closed = true
+	cmd, waitCh := c.cmd, c.waitCh
 	c.mu.Unlock()
-	if c.cmd != nil && c.cmd.Process != nil {
-		c.cmd.Process.Signal(os.Interrupt)
+	if cmd != nil && cmd.Process != nil {
 		select {
-		case <-c.waitCh:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.waitCh
+		case <-waitCh: // stopped, or exited on its own
+		default:
+			cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-waitCh:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-waitCh
+			}
 		}
 	}
 	os.RemoveAll(c.Dir)

@@ -9,15 +9,19 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
+	"tailscale.com/wgengine/netstack"
 )
 
 var logf = func(string, ...any) {}
@@ -37,6 +41,8 @@ type Node struct {
 	IP6  netip.Addr
 
 	closeHook func()
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // StartNode joins a tagged, ephemeral service node named name and waits
@@ -87,7 +93,35 @@ func (c *Control) NewNode(name string, tags ...string) (*Node, error) {
 }
 
 // Close leaves the tailnet and removes the node's directory.
+//
+// The node does not log out: it vanishes, as a killed process would, and
+// the control plane forgets it at the ephemeral inactivity timeout.
+//
+// tsnet's Close alone can block forever: it stops draining netstack's
+// 512-packet outbound queue, then resets every TCP endpoint still
+// registered (open, closing, or in TIME_WAIT for 60 s), and with more than
+// 512 of them the resets fill the queue. So the node first stops (as
+// `tailscale down` does: no more network maps, which would put its
+// addresses back), then its tailnet addresses are removed from netstack,
+// which leaves the resets no route: they are dropped, never queued.
+//
+// Later calls return the first call's result.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	if lc, err := n.LocalClient(); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		lc.EditPrefs(ctx, &ipn.MaskedPrefs{WantRunningSet: true, Prefs: ipn.Prefs{WantRunning: false}})
+		cancel()
+	}
+	if ns, ok := n.Sys().Netstack.GetOK(); ok {
+		if impl, ok := ns.(*netstack.Impl); ok {
+			impl.UpdateNetstackIPs(nil)
+		}
+	}
 	err := n.Server.Close()
 	if n.closeHook != nil {
 		n.closeHook()
@@ -200,4 +234,56 @@ func (l countingListener) Accept() (net.Conn, error) {
 		l.cnt.n.Add(1)
 	}
 	return c, err
+}
+
+// Path is how a node's WireGuard packets reach a peer.
+type Path struct {
+	Endpoint   string        // peer's UDP endpoint ("127.0.0.1:41641") when direct
+	DERPRegion int           // DERP region relaying the packets, when not direct
+	Home       string        // the peer's home DERP region as status reports it ("" if none)
+	Latency    time.Duration // of the disco ping that found the path
+}
+
+// Direct reports whether packets go straight to the peer's UDP endpoint.
+func (p Path) Direct() bool { return p.Endpoint != "" }
+
+func (p Path) String() string {
+	if p.Direct() {
+		return fmt.Sprintf("direct UDP to %s (disco ping %v)", p.Endpoint, p.Latency.Round(time.Microsecond))
+	}
+	return fmt.Sprintf("relayed by DERP region %d (disco ping %v)", p.DERPRegion, p.Latency.Round(time.Microsecond))
+}
+
+// PathTo sends disco pings to the peer with tailnet address ip until one
+// is answered, and reports the path it took: direct UDP or a DERP relay.
+func (n *Node) PathTo(ip netip.Addr, timeout time.Duration) (Path, error) {
+	lc, err := n.LocalClient()
+	if err != nil {
+		return Path{}, err
+	}
+	var last error
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := lc.Ping(ctx, ip, tailcfg.PingDisco)
+		cancel()
+		if err == nil && res.Err != "" {
+			err = fmt.Errorf("%s", res.Err)
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		p := Path{Endpoint: res.Endpoint, DERPRegion: res.DERPRegionID, Latency: time.Duration(res.LatencySeconds * float64(time.Second))}
+		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+		if st, err := lc.Status(ctx); err == nil {
+			for _, ps := range st.Peer {
+				if slices.Contains(ps.TailscaleIPs, ip) {
+					p.Home = ps.Relay
+				}
+			}
+		}
+		cancel()
+		return p, nil
+	}
+	return Path{}, fmt.Errorf("tailnettest: %s: no disco ping to %v answered in %v: %v", n.Name, ip, timeout, last)
 }

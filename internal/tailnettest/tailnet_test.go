@@ -2,7 +2,9 @@ package tailnettest
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -40,4 +42,128 @@ func TestTwoNodes(t *testing.T) {
 	if n.PreAuthKey == nil || !n.PreAuthKey.Ephemeral || len(n.Tags) != 1 || n.Tags[0] != "tag:sandbox" {
 		t.Fatalf("node listed as %+v", n)
 	}
+}
+
+// TestStopRestart: a restarted control keeps its ports, database and
+// keys: nodes that joined before reconnect, the CLI lists them, and new
+// keys and nodes work.
+func TestStopRestart(t *testing.T) {
+	c := StartControl(t, ControlOptions{})
+	web := c.StartNode(t, "rweb", "tag:web")
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if _, err := c.Nodes(); err == nil {
+		t.Fatal("nodes list answered while headscale was stopped")
+	}
+	t0 := time.Now()
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarted in %v", time.Since(t0).Round(time.Millisecond))
+	for {
+		n, ok, err := c.FindNode("rweb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Fatal("rweb no longer listed after the restart")
+		}
+		if n.Online {
+			break
+		}
+		if time.Since(t0) > 60*time.Second {
+			t.Fatal("rweb not online 60s after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("rweb back online %v after the restart began", time.Since(t0).Round(time.Millisecond))
+	cli := c.StartNode(t, "rclient", "tag:sandbox")
+	web.WaitPeer(t, cli.IP4)
+	cli.WaitPeer(t, web.IP4)
+	if err := c.Restart(); err != nil { // a running control restarts too
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := c.Restart(); err == nil {
+		t.Error("Restart after Close succeeded")
+	}
+}
+
+// TestDERPDown: with no DERP or STUN server at all, nodes still join and
+// reach each other over the direct loopback path.
+func TestDERPDown(t *testing.T) {
+	c := StartControl(t, ControlOptions{DERPDown: true})
+	t0 := time.Now()
+	web := c.StartNode(t, "dweb", "tag:web")
+	cli := c.StartNode(t, "dclient", "tag:sandbox")
+	t.Logf("two nodes up in %v without DERP", time.Since(t0).Round(time.Millisecond))
+	web.WaitPeer(t, cli.IP4)
+	p, err := cli.PathTo(web.IP4, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dclient -> dweb: %v", p)
+	if !p.Direct() {
+		t.Fatalf("path %v, want direct", p)
+	}
+}
+
+// TestNodeCloseWithManyConns: a node with more than 512 open TCP
+// connections closes promptly. (tsnet's Close alone blocks forever: it
+// stops draining netstack's 512-packet outbound queue before it resets the
+// connections.)
+func TestNodeCloseWithManyConns(t *testing.T) {
+	const conns = 600
+	c := StartControl(t, ControlOptions{})
+	web := c.StartNode(t, "mweb", "tag:web")
+	cli := c.StartNode(t, "mclient", "tag:sandbox")
+	web.ServeTCP(t, 7, nil)
+	web.WaitPeer(t, cli.IP4)
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for i := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, err := cli.Dial(ctx, "tcp", web.IP4.String()+":7")
+		cancel()
+		if err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+		open = append(open, conn)
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := []byte{1}
+		if _, err := conn.Write(buf); err == nil {
+			_, err = io.ReadFull(conn, buf)
+		}
+		if err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+	}
+	closeNode := func(n *Node, what string) {
+		t.Helper()
+		done := make(chan error, 1)
+		t0 := time.Now()
+		go func() { done <- n.Close() }()
+		select {
+		case err := <-done:
+			t.Logf("%s closed in %v: %v", what, time.Since(t0).Round(time.Millisecond), err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s still closing after 30s", what)
+		}
+	}
+	// The server side vanishes with its connections open; the client side
+	// closes its own, which then wait (FIN_WAIT1) for a peer that never
+	// answers.
+	closeNode(web, fmt.Sprintf("node with %d open connections", conns))
+	for _, c := range open {
+		c.Close()
+	}
+	closeNode(cli, fmt.Sprintf("node with %d connections closing towards a vanished peer", conns))
 }
