@@ -144,6 +144,8 @@ type Connector struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 	stopTrim  chan struct{} // closed by Close; nil when not trimming
+	greeted   sync.Map      // key.NodePublic -> true: peers known to know this node (greet.go)
+	runningAt time.Time     // when the node reached Running
 	stopCtx   func() bool   // detaches the Start context's cancel hook
 
 	// joinAbandoned is set when Start was cancelled while joining: the
@@ -241,6 +243,7 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 		}
 		return nil, err
 	}
+	c.runningAt = time.Now()
 	if !cfg.IgnoreSubnetRoutes {
 		if _, err := c.lc.EditPrefs(readyCtx, &ipn.MaskedPrefs{RouteAllSet: true, Prefs: ipn.Prefs{RouteAll: true}}); err != nil {
 			return nil, fmt.Errorf("connector: accepting subnet routes: %w", err)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 	"tailscale.com/ipn"
+	"tailscale.com/types/key"
 	"tailscale.com/types/netmap"
 )
 
@@ -49,7 +50,10 @@ type view struct {
 	names        map[string][]netip.Addr // lower-case FQDN (no trailing dot) -> addresses
 	peerAddrs    map[netip.Addr]bool     // every peer's tailnet address
 	routes       []netip.Prefix          // accepted subnet routes of peers
-	dnsRoutes    map[string][]netip.Addr // split-DNS suffix -> nameserver IPs ("" IP list: served by MagicDNS)
+	routers      []key.NodePublic        // routes[i] is served by routers[i]
+	peerKey      map[netip.Addr]key.NodePublic
+	pingAddr     map[key.NodePublic]netip.Addr // a tailnet address of each peer, for disco pings
+	dnsRoutes    map[string][]netip.Addr       // split-DNS suffix -> nameserver IPs ("" IP list: served by MagicDNS)
 	peers        int
 }
 
@@ -64,6 +68,8 @@ func newView(nm *netmap.NetworkMap, acceptRoutes bool) *view {
 		suffix:    strings.Trim(nm.MagicDNSSuffix(), "."),
 		names:     map[string][]netip.Addr{},
 		peerAddrs: map[netip.Addr]bool{},
+		peerKey:   map[netip.Addr]key.NodePublic{},
+		pingAddr:  map[key.NodePublic]netip.Addr{},
 		dnsRoutes: map[string][]netip.Addr{},
 		peers:     len(nm.Peers),
 	}
@@ -86,6 +92,10 @@ func newView(nm *netmap.NetworkMap, acceptRoutes bool) *view {
 			if pfx.IsSingleIP() {
 				addrs = append(addrs, pfx.Addr())
 				v.peerAddrs[pfx.Addr()] = true
+				v.peerKey[pfx.Addr()] = p.Key()
+				if _, ok := v.pingAddr[p.Key()]; !ok || pfx.Addr().Is4() {
+					v.pingAddr[p.Key()] = pfx.Addr()
+				}
 			}
 		}
 		addName(p.Name(), addrs)
@@ -93,6 +103,7 @@ func newView(nm *netmap.NetworkMap, acceptRoutes bool) *view {
 			for _, r := range p.PrimaryRoutes().All() {
 				if r.Bits() > 0 { // never an exit route: that would be the whole internet
 					v.routes = append(v.routes, r)
+					v.routers = append(v.routers, p.Key())
 				}
 			}
 		}
@@ -135,6 +146,20 @@ func (v *view) routable(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// peerFor returns the peer that carries traffic to ip: the peer itself,
+// or the router of the subnet route that contains it.
+func (v *view) peerFor(ip netip.Addr) (key.NodePublic, bool) {
+	if k, ok := v.peerKey[ip]; ok {
+		return k, true
+	}
+	for i, r := range v.routes {
+		if r.Contains(ip) {
+			return v.routers[i], true
+		}
+	}
+	return key.NodePublic{}, false
 }
 
 // startWatch follows network map updates for the connector's lifetime and
@@ -243,6 +268,7 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		if ip.Is6() {
 			src = v.self6
 		}
+		c.greet(ctx, v, ip)
 		dst := netip.AddrPortFrom(ip, port)
 		conn, err := c.ns.DialContextTCPWithBind(ctx, src, dst)
 		if err != nil {
