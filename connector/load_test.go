@@ -202,19 +202,7 @@ func TestLoad1000Tunnels(t *testing.T) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			t1 := time.Now()
-			var conn net.Conn
-			var err error
-			if i%2 == 0 {
-				var code byte
-				if conn, code, err = tunnelSOCKS(addr, "load-echo", 7, 30*time.Second); err == nil && code != 0 {
-					err = fmt.Errorf("SOCKS5 reply %#x", code)
-				}
-			} else {
-				var status int
-				if conn, status, err = tunnelCONNECT(addr, "load-echo:7", 30*time.Second); err == nil && status != 200 {
-					err = fmt.Errorf("CONNECT status %d", status)
-				}
-			}
+			conn, err := openTunnel(addr, i%2 == 0, "load-echo", 7, 30*time.Second)
 			if err == nil {
 				err = echoOnce(conn, fmt.Appendf(nil, "open %04d", i), 30*time.Second)
 			}
@@ -464,19 +452,7 @@ func TestProxyMaxConns(t *testing.T) {
 
 	open := func(i int) net.Conn {
 		t.Helper()
-		var conn net.Conn
-		var err error
-		if i%2 == 0 {
-			var code byte
-			if conn, code, err = tunnelSOCKS(addr, "max-echo", 7, 10*time.Second); err == nil && code != 0 {
-				err = fmt.Errorf("SOCKS5 reply %#x", code)
-			}
-		} else {
-			var status int
-			if conn, status, err = tunnelCONNECT(addr, "max-echo:7", 10*time.Second); err == nil && status != 200 {
-				err = fmt.Errorf("CONNECT status %d", status)
-			}
-		}
+		conn, err := openTunnel(addr, i%2 == 0, "max-echo", 7, 10*time.Second)
 		if err != nil {
 			t.Fatalf("tunnel %d: %v", i, err)
 		}
@@ -613,4 +589,21 @@ func TestProxyMaxConns(t *testing.T) {
 	if len(refusals) > 0 {
 		t.Logf("audit of a refusal: %s", refusals[0])
 	}
+}
+
+// openTunnel opens a tunnel to host:port through the proxy at addr, over
+// SOCKS5 or HTTP CONNECT, and fails unless the proxy grants it.
+func openTunnel(addr string, socks bool, host string, port uint16, timeout time.Duration) (net.Conn, error) {
+	if socks {
+		conn, code, err := tunnelSOCKS(addr, host, port, timeout)
+		if err == nil && code != 0 {
+			return nil, fmt.Errorf("SOCKS5 reply %#x", code)
+		}
+		return conn, err
+	}
+	conn, status, err := tunnelCONNECT(addr, fmt.Sprintf("%s:%d", host, port), timeout)
+	if err == nil && status != 200 {
+		return nil, fmt.Errorf("CONNECT status %d", status)
+	}
+	return conn, err
 }
