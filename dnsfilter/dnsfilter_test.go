@@ -259,6 +259,7 @@ var parseErrorTests = []struct {
 	spec    string
 	wantErr string
 }{
+	{"0-0.", `entry 1 "0-0.": a name of digits and '-' alone reads as a port range`},
 	{"ex ample.com", `entry 1 "ex ample.com": name has a space`},
 	{".a.com,,.b.com", `entry 2 "": empty entry`},
 	{".a.com,", `entry 2 "": empty entry`},

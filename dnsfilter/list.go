@@ -320,6 +320,10 @@ func parseNameRule(r rule, host string) (rule, error) {
 		}
 		return r, fmt.Errorf("numeric last label: it could only match IP literals, which name rules never match")
 	}
+	if r.kind == kindExact && isPortEntry(c) {
+		// "80-90." would print as 80-90, which reads as a port range.
+		return r, fmt.Errorf("a name of digits and '-' alone reads as a port range: write the full name")
+	}
 	r.name = c
 	if r.kind == kindSuffix {
 		r.name = "." + c
