@@ -694,8 +694,8 @@ func TestCloseManyTunnelsControlDown(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "logging out") {
 			t.Errorf("Close returned %v, want the logout error", err)
 		}
-		if took > 6*time.Second {
-			t.Errorf("Close took %v, want it bounded by the 3s logout timeout", took)
+		if took > 10*time.Second {
+			t.Errorf("Close took %v, want it bounded by the 3s logout and 5s tsnet timeouts", took)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Close with %d tunnels and the control plane down still blocked after 30s", tunnels)
