@@ -117,6 +117,7 @@ func mustNode(t *testing.T, ctl *tailnettest.Control, name string, tags ...strin
 
 func buildTsconnect(t *testing.T) string {
 	bin := filepath.Join(os.TempDir(), "tsconnect-e2e-"+uuid.NewString()[:8])
+	tailnettest.WatchSources()
 	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tsconnect")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -20,6 +20,8 @@ import (
 	"tailscale.com/net/netmon"
 	"tailscale.com/net/portmapper"
 	"tailscale.com/util/eventbus"
+
+	"github.com/tsconnect/tsconnect/internal/tailnettest"
 )
 
 // TestLoopbackOnly runs the demo's story in a child process that
@@ -297,6 +299,7 @@ func logfFor(t *testing.T) func(string, ...any) {
 // anywhere but loopback.
 func TestDemoCommand(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "tsconnect")
+	tailnettest.WatchSources()
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/tsconnect")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

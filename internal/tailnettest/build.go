@@ -116,3 +116,39 @@ func writeSelfSignedCert(certFile, keyFile string) error {
 	}
 	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
+
+// WatchSources stats every Go source file of this module, plus go.mod and
+// go.sum, so that `go test` caches a test result only while none of them
+// changed. Tests that build and run this module's binaries (tsconnect,
+// the examples) need it: the go command does not see what a child `go
+// build` reads, and would otherwise replay a pass for old code. Call it
+// from a test (the go command's file log starts with m.Run).
+func WatchSources() {
+	dir, err := os.Getwd()
+	if err != nil {
+		return
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return
+		}
+		dir = parent
+	}
+	os.Stat(filepath.Join(dir, "go.sum"))
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && p != dir && (d.Name() == "testdata" || d.Name()[0] == '.') {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && filepath.Ext(p) == ".go" {
+			os.Stat(p)
+		}
+		return nil
+	})
+}
