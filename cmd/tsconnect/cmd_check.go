@@ -89,12 +89,9 @@ func cmdCheck(ctx context.Context, args []string, sio stdio) int {
 	}
 	sigc, stopSignals := notifySignals()
 	defer stopSignals()
-	s, sig, err := join(ctx, cfg, jo.verbose, sigc, sio)
-	if err != nil {
-		return sio.fail(err)
-	}
-	if sig != nil {
-		return signalExit(sig)
+	s, code := join(ctx, cfg, jo.verbose, sigc, sio)
+	if s == nil {
+		return code
 	}
 	defer s.closeOnPanic()
 

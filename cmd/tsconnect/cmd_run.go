@@ -63,10 +63,9 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 		return sio.fail(err)
 	}
 	defer auditCloser.Close()
-	// Before joining: a typo should not cost a node.
-	path, err := exec.LookPath(argv[0])
+	path, err := lookCommand(argv[0])
 	if err != nil {
-		return sio.fail(&exitError{code: exitNotFound, err: err, hint: "check the command name and PATH"})
+		return sio.fail(err)
 	}
 	listeners, err := listenForwards(fwds)
 	if err != nil {
@@ -76,15 +75,12 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 
 	sigc, stopSignals := notifySignals()
 	defer stopSignals()
-	s, sig, err := join(ctx, cfg, jo.verbose, sigc, sio)
-	if err != nil {
-		return sio.fail(err)
-	}
-	if sig != nil {
-		return signalExit(sig)
+	s, code := join(ctx, cfg, jo.verbose, sigc, sio)
+	if s == nil {
+		return code
 	}
 	defer s.closeOnPanic()
-	code := runChild(ctx, s, listeners, path, argv, sigc, sio)
+	code = runChild(ctx, s, listeners, path, argv, sigc, sio)
 	if sig := s.close(sigc); sig != nil {
 		return signalExit(sig)
 	}

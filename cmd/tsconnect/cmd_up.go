@@ -81,15 +81,12 @@ func cmdUp(ctx context.Context, args []string, sio stdio) int {
 
 	sigc, stopSignals := notifySignals()
 	defer stopSignals()
-	s, sig, err := join(ctx, cfg, jo.verbose, sigc, sio)
-	if err != nil {
-		return sio.fail(err)
-	}
-	if sig != nil {
-		return signalExit(sig)
+	s, code := join(ctx, cfg, jo.verbose, sigc, sio)
+	if s == nil {
+		return code
 	}
 	defer s.closeOnPanic()
-	code := serveUp(ctx, s, listeners, ln, envFile, readyFile, sigc, sio)
+	code = serveUp(ctx, s, listeners, ln, envFile, readyFile, sigc, sio)
 	if code >= 0 {
 		s.close(nil)
 		return code

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -87,8 +86,8 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	var path string
 	argv := fs.Args()
 	if len(argv) > 0 {
-		if path, err = exec.LookPath(argv[0]); err != nil {
-			return sio.fail(&exitError{code: exitNotFound, err: err, hint: "check the command name and PATH"})
+		if path, err = lookCommand(argv[0]); err != nil {
+			return sio.fail(err)
 		}
 	}
 	listeners, err := listenForwards(fwds)
@@ -105,14 +104,8 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	startCtx, cancelStart := context.WithTimeout(ctx, timeout)
 	defer cancelStart()
 	sio.logf("starting the demo tailnet on 127.0.0.1 (%s)", demonet.ControlLabel)
-	var netLogf func(string, ...any)
-	if verbose {
-		netLogf = func(format string, args ...any) {
-			fmt.Fprintf(sio.Err, strings.TrimRight(format, "\n")+"\n", args...)
-		}
-	}
 	t0 := time.Now()
-	n, err := demonet.Start(startCtx, demonet.Options{Logf: netLogf})
+	n, err := demonet.Start(startCtx, demonet.Options{Logf: cfg.Logf}) // -v: the node's own logger
 	if err != nil {
 		return sio.fail(fmt.Errorf("demo: %w", err))
 	}
@@ -126,23 +119,16 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	cfg.ControlURL = n.ControlURL
 	cfg.KeySource = secrets.Static(key)
 	cfg.Tags = []string{"tag:sandbox"}
-	s, sig, err := join(startCtx, cfg, verbose, sigc, sio)
-	if err != nil {
-		return sio.fail(err)
-	}
-	if sig != nil {
-		return signalExit(sig)
+	s, code := join(startCtx, cfg, verbose, sigc, sio)
+	if s == nil {
+		return code
 	}
 	defer s.closeOnPanic()
-	// Until the service nodes have heard of the new node, its first
-	// packets to them are dropped (and retried only after 5 s).
-	if err := n.WaitPeer(startCtx, s.st.IPv4); err != nil {
-		s.close(nil)
-		return sio.fail(err)
-	}
+	// No wait for the service nodes to hear of the new node: the
+	// connector greets each peer before its first connection.
 
 	if len(argv) > 0 {
-		code := runChild(ctx, s, listeners, path, argv, sigc, sio)
+		code = runChild(ctx, s, listeners, path, argv, sigc, sio)
 		if sig := s.close(sigc); sig != nil {
 			return signalExit(sig)
 		}

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -44,10 +45,21 @@ type session struct {
 	abandoned bool // a second signal cut close short
 }
 
-// join starts the node, printing progress. A signal while joining
-// abandons the join (nothing is left behind): it returns the signal and no
-// error.
-func join(ctx context.Context, cfg connector.Config, verbose bool, sigc <-chan os.Signal, sio stdio) (*session, os.Signal, error) {
+// join starts the node, printing progress. When it returns no session,
+// the caller exits with code: the join failed (reported on stderr), or a
+// signal abandoned it (nothing is left behind; 128+N).
+func join(ctx context.Context, cfg connector.Config, verbose bool, sigc <-chan os.Signal, sio stdio) (*session, int) {
+	s, sig, err := joinSession(ctx, cfg, verbose, sigc, sio)
+	switch {
+	case err != nil:
+		return nil, sio.fail(err)
+	case sig != nil:
+		return nil, signalExit(sig)
+	}
+	return s, exitOK
+}
+
+func joinSession(ctx context.Context, cfg connector.Config, verbose bool, sigc <-chan os.Signal, sio stdio) (*session, os.Signal, error) {
 	// tailscale's tlsdial and a few others warn through the standard
 	// logger; that is noise unless asked for.
 	if verbose {
@@ -171,4 +183,14 @@ func (s *session) closeOnPanic() {
 // names expanded as the connector does.
 func (s *session) policy(host string, port uint16) dnsfilter.Decision {
 	return s.c.Allowlist().Check(dnsfilter.Expand(host, s.suffix), port)
+}
+
+// lookCommand finds the command to run before joining: a typo should not
+// cost a node.
+func lookCommand(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", &exitError{code: exitNotFound, err: err, hint: "check the command name and PATH"}
+	}
+	return path, nil
 }

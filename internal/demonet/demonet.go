@@ -304,20 +304,6 @@ func (n *Net) droppedEndpoints() int {
 	return n.dropped
 }
 
-// WaitPeer waits until every service node has ip (a new node's tailnet
-// address) in its peer list. Without it, the first connection from a node
-// that just joined can reach a service node before the control plane has
-// told it about the newcomer; its packets are then dropped and WireGuard
-// retries the handshake only after 5 s.
-func (n *Net) WaitPeer(ctx context.Context, ip netip.Addr) error {
-	for _, nd := range n.nodes {
-		if err := nd.waitPeer(ctx, ip); err != nil {
-			return fmt.Errorf("demonet: %s never saw peer %v: %w", nd.svc.Name, ip, err)
-		}
-	}
-	return nil
-}
-
 // Close stops the service nodes, the control plane, the DERP relay and
 // the STUN server, and removes the nodes' temporary directories. It is safe
 // after a failed Start; a second call returns net.ErrClosed.

@@ -267,8 +267,8 @@ func checkStory(t *testing.T, res scenarioResult) {
 // capture's statistics.
 func logResult(t *testing.T, res scenarioResult, st *captureStats) {
 	t.Helper()
-	t.Logf("timings (ms): Start %.0f, connector join %.0f, WaitPeer %.0f, first fetch %.0f, gone from Nodes after Close %.0f, Net.Close %.0f",
-		res.StartMS, res.JoinMS, res.WaitPeerMS, res.FetchMS, res.GoneMS, res.CloseMS)
+	t.Logf("timings (ms): Start %.0f, connector join %.0f, first fetch %.0f, gone from Nodes after Close %.0f, Net.Close %.0f",
+		res.StartMS, res.JoinMS, res.FetchMS, res.GoneMS, res.CloseMS)
 	t.Logf("after the connector closed: Nodes() = %q; web still lists %d peers", res.NodesAfter, res.WebPeers)
 	if st == nil {
 		return

@@ -26,12 +26,11 @@ import (
 type scenarioResult struct {
 	InTest bool // whether tailscale believed it ran in a test
 
-	StartMS    float64 // demonet.Start
-	JoinMS     float64 // connector.Start
-	WaitPeerMS float64 // until the service nodes knew the connector
-	FetchMS    float64 // GET http://web/ through the connector
-	GoneMS     float64 // from connector.Close until Nodes no longer lists it
-	CloseMS    float64 // Net.Close
+	StartMS float64 // demonet.Start
+	JoinMS  float64 // connector.Start
+	FetchMS float64 // GET http://web/ through the connector
+	GoneMS  float64 // from connector.Close until Nodes no longer lists it
+	CloseMS float64 // Net.Close
 
 	Connector   string
 	Body        string
@@ -82,16 +81,6 @@ func runScenario(ctx context.Context, logf func(string, ...any)) (res scenarioRe
 	}
 	defer c.Close()
 	res.Connector = c.Name()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return fail("connector status: %v", err)
-	}
-
-	t0 = time.Now()
-	if err := n.WaitPeer(ctx, st.IPv4); err != nil {
-		return fail("%v", err)
-	}
-	res.WaitPeerMS = ms(time.Since(t0))
 	res.NodesBefore = n.Nodes()
 
 	tr := &http.Transport{DialContext: c.Dial, DisableKeepAlives: true}

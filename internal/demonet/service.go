@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -159,33 +158,6 @@ func (nd *node) serveTCP(ln net.Listener, handle func(net.Conn)) {
 			c.SetDeadline(time.Now().Add(30 * time.Second))
 			handle(c)
 		}()
-	}
-}
-
-func (nd *node) waitPeer(ctx context.Context, ip netip.Addr) error {
-	lc, err := nd.srv.LocalClient()
-	if err != nil {
-		return err
-	}
-	for {
-		// Not ctx: see up.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := lc.Status(sctx)
-		cancel()
-		if err == nil {
-			for _, p := range st.Peer {
-				for _, a := range p.TailscaleIPs {
-					if a == ip {
-						return nil
-					}
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 
