@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -123,7 +124,11 @@ func writeSelfSignedCert(certFile, keyFile string) error {
 // the examples) need it: the go command does not see what a child `go
 // build` reads, and would otherwise replay a pass for old code. Call it
 // from a test (the go command's file log starts with m.Run).
-func WatchSources() {
+func WatchSources() { watchOnce.Do(watchSources) }
+
+var watchOnce sync.Once
+
+func watchSources() {
 	dir, err := os.Getwd()
 	if err != nil {
 		return
