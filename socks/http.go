@@ -46,8 +46,12 @@ func (s *Server) initHTTP() {
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		IdleTimeout:       idle,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          s.errorLog,
-		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		// "OPTIONS *" is asked of the proxy itself: answer it like any
+		// other request that is not for a target (400), and audit it,
+		// rather than with net/http's silent 200.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     s.errorLog,
+		BaseContext:                  func(net.Listener) context.Context { return s.ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},

@@ -173,6 +173,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"get timeout", "GET http://slow.test/ HTTP/1.1\r\nHost: slow.test\r\n\r\n", 504, "timed out"},
 		{"get unknown host", "GET http://nxdomain.test/ HTTP/1.1\r\nHost: nxdomain.test\r\n\r\n", 502, "no such host"},
 		{"origin form", "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "not a web server"},
+		{"options asterisk", "OPTIONS * HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "not a web server"},
 		{"https absolute form", "GET https://web.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "CONNECT"},
 		{"connect no port", "CONNECT web.test HTTP/1.1\r\n\r\n", 400, ""},
 		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 403, "malformed host name"},
