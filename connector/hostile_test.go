@@ -736,7 +736,7 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.httpRow(hp, "GET port 0", req("GET http://hweb:0/ HTTP/1.1", hostWeb), 400, "tsconnect: bad port", "")
 	b.httpRow(hp, "GET port 65536", req("GET http://hweb:65536/ HTTP/1.1", hostWeb), 400, "tsconnect: bad port", "")
 	b.httpRow(hp, "HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "tsconnect: this is an HTTP proxy, not a web server", "")
-	b.httpRow(hp, "OPTIONS * (net/http answers it itself)", req("OPTIONS * HTTP/1.1", hostWeb), 200, "=", "")
+	b.httpRow(hp, "OPTIONS * (for the proxy itself)", req("OPTIONS * HTTP/1.1", hostWeb), 400, "~not a web server", "")
 	b.httpRow(hp, "garbage request line", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, goBad, "")
 	b.httpRow(hp, "stalled request header", "CONNECT hsecret:80 HTTP/1.1\r\nHost: hsecret", 0, "", "")
 	b.httpRow(hp, "lower-case connect (not CONNECT)", req("connect hsecret:80 HTTP/1.1", hostWeb), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
