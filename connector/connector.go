@@ -142,12 +142,14 @@ type Connector struct {
 	lc         *local.Client
 	ns         *netstack.Impl
 	view       viewHolder
+	viewMu     sync.Mutex // serializes applyNetMap
 	proxy      *socks.Server
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 	stopTrim  chan struct{} // closed by Close; nil when not trimming
 	greeted   sync.Map      // key.NodePublic -> true: peers known to know this node (greet.go)
+	conns     peerConns     // open connections by the peer carrying them (tunnels.go)
 	runningAt time.Time     // when the node reached Running
 	stopCtx   func() bool   // detaches the Start context's cancel hook
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -162,34 +163,76 @@ func (v *view) peerFor(ip netip.Addr) (key.NodePublic, bool) {
 	return key.NodePublic{}, false
 }
 
+// dropGone ends the connections of peers that v no longer lists, and
+// forgets that they were greeted: if such a peer comes back, its WireGuard
+// device has forgotten this node.
+func (c *Connector) dropGone(v *view) {
+	for _, g := range c.conns.prune(v) {
+		c.greeted.Delete(g.peer)
+		c.userLogf("%s (%s) left the tailnet's network map: closed %d connection(s) to it", g.host, g.peer.ShortString(), g.count)
+	}
+}
+
 // startWatch follows network map updates for the connector's lifetime and
 // returns once the first one has been applied.
+//
+// On Linux, tailscale v1.102 sends a watcher the whole network map only
+// once, when the watch starts (ipn.NotifyInitialNetMap); later changes come
+// as SelfChange (a new full map arrived) or, with ipn.NotifyPeerChanges, as
+// peers added, changed or removed. So each such notice makes the refresh
+// loop start a short-lived watch of its own to read the whole current map:
+// a peer that joins after this node, a peer that leaves, new routes or DNS
+// settings all reach the view. Bursts of notices collapse into one read.
 func (c *Connector) startWatch(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
-	w, err := c.lc.WatchIPNBus(wctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys)
+	w, err := c.lc.WatchIPNBus(wctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys|ipn.NotifyPeerChanges)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("connector: watching the network map: %w", err)
 	}
 	c.stopWatch, c.watchDone = cancel, make(chan struct{})
 	first := make(chan struct{})
+	changed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(c.watchDone)
+		defer wg.Done()
 		defer w.Close()
+		defer close(changed)
 		firstDone := false
 		for {
 			n, err := w.Next()
 			if err != nil {
 				return
 			}
-			if n.NetMap != nil {
-				c.view.store(newView(n.NetMap, !c.cfg.IgnoreSubnetRoutes))
+			switch {
+			case n.NetMap != nil:
+				c.applyNetMap(n.NetMap)
 				if !firstDone {
 					firstDone = true
 					close(first)
 				}
+			case n.SelfChange != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0 || len(n.PeerChangedPatch) > 0:
+				select {
+				case changed <- struct{}{}:
+				default: // a read is already due
+				}
 			}
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range changed {
+			if nm, err := c.readNetMap(wctx); err == nil {
+				c.applyNetMap(nm)
+			} else if wctx.Err() == nil {
+				c.cfg.Logf("connector: reading the network map after a change: %v", err)
+			}
+		}
+	}()
+	go func() {
+		wg.Wait()
+		close(c.watchDone)
 	}()
 	select {
 	case <-first:
@@ -197,6 +240,35 @@ func (c *Connector) startWatch(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("connector: no network map: %w", ctx.Err())
 	}
+}
+
+// readNetMap returns the whole current network map: a new watch's first
+// notice carries it.
+func (c *Connector) readNetMap(ctx context.Context) (*netmap.NetworkMap, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	w, err := c.lc.WatchIPNBus(ctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	for {
+		n, err := w.Next()
+		if err != nil {
+			return nil, err
+		}
+		if n.NetMap != nil {
+			return n.NetMap, nil
+		}
+	}
+}
+
+func (c *Connector) applyNetMap(nm *netmap.NetworkMap) {
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	v := newView(nm, !c.cfg.IgnoreSubnetRoutes)
+	c.view.store(v)
+	c.dropGone(v)
 }
 
 // Dial connects to addr ("host:port") through the tailnet. host may be a
@@ -213,6 +285,9 @@ func (c *Connector) startWatch(ctx context.Context) error {
 // tailnet fails with a *RouteError before any packet is sent. Errors from
 // the tailnet stack are mapped to the usual syscall errors
 // (ECONNREFUSED, EHOSTUNREACH…) so callers can tell them apart.
+//
+// The connection is closed by the connector when the peer that carries it
+// leaves the network map (see peerConns).
 func (c *Connector) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -274,7 +349,13 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		if err != nil {
 			return nil, dialError(ctx, dst, err)
 		}
-		return conn, nil
+		k, _ := v.peerFor(ip) // routable, so there is one
+		tracked := c.conns.track(k, host, conn)
+		if v := c.view.load(); v != nil {
+			// The peer may have left while this dial was under way.
+			c.dropGone(v)
+		}
+		return tracked, nil
 	}
 	return nil, routeErr
 }

@@ -701,3 +701,107 @@ func TestCloseManyTunnelsControlDown(t *testing.T) {
 		t.Fatalf("Close with %d tunnels and the control plane down still blocked after 30s", tunnels)
 	}
 }
+
+// TestPeerRemovedEndsTunnels: when a peer leaves the network map (here an
+// admin deletes it; also an ephemeral node reaped after a crash, a node
+// key that expired, or an ACL change that hides it), WireGuard drops it
+// and its tunnels carry nothing more. They must end at once, not at the
+// idle timeout (1 h by default, kept here): the proxied client and the
+// in-process Dial's caller both see the connection close. A tunnel to
+// another peer is unaffected.
+func TestPeerRemovedEndsTunnels(t *testing.T) {
+	ctl := tailnettest.Shared(t)
+	gone := ctl.StartNode(t, "rm-gone", "tag:web")
+	stay := ctl.StartNode(t, "rm-stay", "tag:web")
+	gone.ServeTCP(t, 7, nil)
+	stay.ServeTCP(t, 7, nil)
+	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
+	waitSeen(t, gone, c)
+	waitSeen(t, stay, c)
+
+	viaProxy, code, err := tunnelSOCKS(c.ProxyAddr(), "rm-gone", 7, 10*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("tunnel to rm-gone: reply %#x, %v", code, err)
+	}
+	defer viaProxy.Close()
+	direct, err := c.Dial(context.Background(), "tcp", "rm-gone:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	other, code, err := tunnelSOCKS(c.ProxyAddr(), "rm-stay", 7, 10*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("tunnel to rm-stay: reply %#x, %v", code, err)
+	}
+	defer other.Close()
+	for _, conn := range []net.Conn{viaProxy, direct, other} {
+		if err := echoOnce(conn, []byte("before"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	n, ok, err := ctl.FindNode("rm-gone")
+	if err != nil || !ok {
+		t.Fatalf("rm-gone not listed (%v): %v", ok, err)
+	}
+	t0 := time.Now()
+	if out, err := ctl.Run("nodes", "delete", "--identifier", n.ID.String(), "--force"); err != nil {
+		t.Fatalf("headscale nodes delete: %v: %s", err, out)
+	}
+	const within = 10 * time.Second
+	for name, conn := range map[string]net.Conn{"via the proxy": viaProxy, "in-process Dial": direct} {
+		conn.SetReadDeadline(time.Now().Add(2 * within))
+		_, err := io.Copy(io.Discard, conn)
+		took := time.Since(t0)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("tunnel %s to the deleted peer still open %v after the deletion", name, took.Round(time.Millisecond))
+			continue
+		}
+		t.Logf("tunnel %s to the deleted peer ended %v after the deletion (%v)", name, took.Round(time.Millisecond), err)
+		if took > within {
+			t.Errorf("tunnel %s ended only after %v, want within %v", name, took, within)
+		}
+	}
+	if err := echoOnce(other, []byte("after"), 10*time.Second); err != nil {
+		t.Errorf("tunnel to rm-stay after rm-gone was deleted: %v", err)
+	}
+}
+
+// TestPeerJoinedLater: a service node that joins after the connector is
+// reachable by name through Dial and the proxy as soon as the control
+// plane tells the connector of it, and Status counts it. (tailscale sends
+// a watcher the whole network map only when the watch starts; the
+// connector must read it again on each change.)
+func TestPeerJoinedLater(t *testing.T) {
+	ctl := tailnettest.Shared(t)
+	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.Peers
+	late := ctl.StartNode(t, "late-peer", "tag:web")
+	late.ServeTCP(t, 7, nil)
+	t0 := time.Now()
+	for {
+		conn, err := c.Dial(context.Background(), "tcp", "late-peer:7")
+		if err == nil {
+			err = echoOnce(conn, []byte("hello"), 10*time.Second)
+			conn.Close()
+			if err != nil {
+				t.Fatalf("echo through Dial: %v", err)
+			}
+			t.Logf("late-peer reachable through Dial %v after it joined", time.Since(t0).Round(time.Millisecond))
+			break
+		}
+		if time.Since(t0) > 10*time.Second {
+			t.Fatalf("late-peer still unreachable 10s after it joined: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkNewTunnels(t, c.ProxyAddr(), "late-peer", 7, "peer that joined later")
+	if st, err = c.Status(context.Background()); err != nil || st.Peers <= before {
+		t.Errorf("Status: %d peers (%v), want more than the %d before late-peer joined", st.Peers, err, before)
+	}
+}
