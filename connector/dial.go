@@ -349,7 +349,10 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		if err != nil {
 			return nil, dialError(ctx, dst, err)
 		}
-		k, _ := v.peerFor(ip) // routable, so there is one
+		k, ok := v.peerFor(ip)
+		if !ok { // cannot happen: routable means a peer carries ip
+			return conn, nil
+		}
 		tracked := c.conns.track(k, host, conn)
 		if v := c.view.load(); v != nil {
 			// The peer may have left while this dial was under way.
