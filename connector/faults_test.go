@@ -542,6 +542,13 @@ func waitBytes(t *testing.T, tr *transfer, n int64) {
 	}
 }
 
+// echoNode starts a tag:web service node that echoes on port 7.
+func echoNode(t *testing.T, ctl *tailnettest.Control, name string) *tailnettest.Node {
+	n := ctl.StartNode(t, name, "tag:web")
+	n.ServeTCP(t, 7, nil)
+	return n
+}
+
 // TestServiceNodeGoneMidTransfer: two transfers run through the proxy, one
 // to each of two service nodes, and node A leaves mid-transfer. A's client
 // gets an error within a bounded time; B's transfer completes with every
@@ -549,10 +556,7 @@ func waitBytes(t *testing.T, tr *transfer, n int64) {
 // with a SOCKS5 error reply within the dial timeout.
 func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	ctl := tailnettest.Shared(t)
-	a := ctl.StartNode(t, "gone-a", "tag:web")
-	b := ctl.StartNode(t, "gone-b", "tag:web")
-	a.ServeTCP(t, 7, nil)
-	b.ServeTCP(t, 7, nil)
+	a, b := echoNode(t, ctl, "gone-a"), echoNode(t, ctl, "gone-b")
 	const idle = 3 * time.Second
 	const dialTimeout = 3 * time.Second
 	audit := new(syncBuffer)
@@ -711,10 +715,7 @@ func TestCloseManyTunnelsControlDown(t *testing.T) {
 // another peer is unaffected.
 func TestPeerRemovedEndsTunnels(t *testing.T) {
 	ctl := tailnettest.Shared(t)
-	gone := ctl.StartNode(t, "rm-gone", "tag:web")
-	stay := ctl.StartNode(t, "rm-stay", "tag:web")
-	gone.ServeTCP(t, 7, nil)
-	stay.ServeTCP(t, 7, nil)
+	gone, stay := echoNode(t, ctl, "rm-gone"), echoNode(t, ctl, "rm-stay")
 	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
 	waitSeen(t, gone, c)
 	waitSeen(t, stay, c)
@@ -781,8 +782,7 @@ func TestPeerJoinedLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := st.Peers
-	late := ctl.StartNode(t, "late-peer", "tag:web")
-	late.ServeTCP(t, 7, nil)
+	echoNode(t, ctl, "late-peer")
 	t0 := time.Now()
 	for {
 		conn, err := c.Dial(context.Background(), "tcp", "late-peer:7")
