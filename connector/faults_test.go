@@ -542,6 +542,24 @@ func waitBytes(t *testing.T, tr *transfer, n int64) {
 	}
 }
 
+// nodeName returns base the first time this process asks for it, and
+// base-2, base-3… after: the shared control plane outlives a test, and
+// under go test -count=N a node of an earlier run may still hold the name.
+func nodeName(base string) string {
+	nodeNamesMu.Lock()
+	defer nodeNamesMu.Unlock()
+	nodeNames[base]++
+	if n := nodeNames[base]; n > 1 {
+		return fmt.Sprintf("%s-%d", base, n)
+	}
+	return base
+}
+
+var (
+	nodeNamesMu sync.Mutex
+	nodeNames   = map[string]int{}
+)
+
 // echoNode starts a tag:web service node that echoes on port 7.
 func echoNode(t *testing.T, ctl *tailnettest.Control, name string) *tailnettest.Node {
 	n := ctl.StartNode(t, name, "tag:web")
@@ -556,7 +574,8 @@ func echoNode(t *testing.T, ctl *tailnettest.Control, name string) *tailnettest.
 // with a SOCKS5 error reply within the dial timeout.
 func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	ctl := tailnettest.Shared(t)
-	a, b := echoNode(t, ctl, "gone-a"), echoNode(t, ctl, "gone-b")
+	aName, bName := nodeName("gone-a"), nodeName("gone-b")
+	a, b := echoNode(t, ctl, aName), echoNode(t, ctl, bName)
 	const idle = 3 * time.Second
 	const dialTimeout = 3 * time.Second
 	audit := new(syncBuffer)
@@ -567,12 +586,12 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	waitSeen(t, b, c)
 	addr := c.ProxyAddr()
 
-	ca, code, err := tunnelSOCKS(addr, "gone-a", 7, 10*time.Second)
+	ca, code, err := tunnelSOCKS(addr, aName, 7, 10*time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("tunnel to gone-a: reply %#x, %v", code, err)
 	}
 	defer ca.Close()
-	cb, status, err := tunnelCONNECT(addr, "gone-b:7", 10*time.Second)
+	cb, status, err := tunnelCONNECT(addr, bName+":7", 10*time.Second)
 	if err != nil || status != 200 {
 		t.Fatalf("tunnel to gone-b: status %d, %v", status, err)
 	}
@@ -583,15 +602,17 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	// A's client reads with a generous deadline: the error it gets must
 	// come from the proxy or the tailnet, well before it.
 	const readDeadline = 30 * time.Second
-	ta := startTransfer("gone-a", ca, 1, size, readDeadline, nil)
-	tb := startTransfer("gone-b", cb, 2, size, readDeadline, func() { <-aClosed }) // B is paused at half until A is gone
+	// Both writers pause at half until A is gone: A's transfer cannot
+	// finish before its node leaves, B's must finish after.
+	ta := startTransfer("gone-a", ca, 1, size, readDeadline, func() { <-aClosed })
+	tb := startTransfer("gone-b", cb, 2, size, readDeadline, func() { <-aClosed })
 	waitBytes(t, ta, 1<<20)
 	waitBytes(t, tb, 1<<20)
 
 	t0 := time.Now()
 	a.Close()
 	close(aClosed)
-	t.Logf("gone-a closed after %d bytes of its transfer came back (Close took %v); gone-b at %d bytes, paused at half",
+	t.Logf("gone-a closed after %d bytes of its transfer came back (Close took %v); gone-b at %d bytes; both paused at half",
 		ta.received.Load(), time.Since(t0).Round(time.Millisecond), tb.received.Load())
 
 	select {
@@ -623,14 +644,14 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	t.Logf("gone-b's transfer: all %d bytes back, each correct, then EOF, %v after gone-a left", size, tb.at.Sub(t0).Round(time.Millisecond))
 
 	for i := range 3 {
-		took := checkNewTunnels(t, addr, "gone-b", 7, fmt.Sprintf("gone-b after gone-a left, round %d", i))
+		took := checkNewTunnels(t, addr, bName, 7, fmt.Sprintf("gone-b after gone-a left, round %d", i))
 		t.Logf("new tunnels to gone-b, round %d: slowest %v", i, took.Round(time.Millisecond))
 	}
 
 	// A new tunnel to the vanished node: a clean SOCKS5 error reply within
 	// the dial timeout.
 	t1 := time.Now()
-	conn, code, err := tunnelSOCKS(addr, "gone-a", 7, dialTimeout+5*time.Second)
+	conn, code, err := tunnelSOCKS(addr, aName, 7, dialTimeout+5*time.Second)
 	took := time.Since(t1)
 	if conn != nil {
 		conn.Close()
@@ -643,7 +664,7 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 		t.Errorf("new tunnel to gone-a failed after %v, want within the %v dial timeout", took, dialTimeout)
 	}
 	t1 = time.Now()
-	conn, status, err = tunnelCONNECT(addr, "gone-a:7", dialTimeout+5*time.Second)
+	conn, status, err = tunnelCONNECT(addr, aName+":7", dialTimeout+5*time.Second)
 	took = time.Since(t1)
 	if conn != nil {
 		conn.Close()
@@ -655,7 +676,7 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 
 	// The audit log says what happened to the tunnel to A.
 	for _, line := range strings.Split(strings.TrimSpace(audit.String()), "\n") {
-		if strings.Contains(line, `"host":"gone-a`) {
+		if strings.Contains(line, `"host":"`+aName+`.`) {
 			t.Logf("audit: %s", line)
 		}
 	}
@@ -715,22 +736,23 @@ func TestCloseManyTunnelsControlDown(t *testing.T) {
 // another peer is unaffected.
 func TestPeerRemovedEndsTunnels(t *testing.T) {
 	ctl := tailnettest.Shared(t)
-	gone, stay := echoNode(t, ctl, "rm-gone"), echoNode(t, ctl, "rm-stay")
+	goneName, stayName := nodeName("rm-gone"), nodeName("rm-stay")
+	gone, stay := echoNode(t, ctl, goneName), echoNode(t, ctl, stayName)
 	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
 	waitSeen(t, gone, c)
 	waitSeen(t, stay, c)
 
-	viaProxy, code, err := tunnelSOCKS(c.ProxyAddr(), "rm-gone", 7, 10*time.Second)
+	viaProxy, code, err := tunnelSOCKS(c.ProxyAddr(), goneName, 7, 10*time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("tunnel to rm-gone: reply %#x, %v", code, err)
 	}
 	defer viaProxy.Close()
-	direct, err := c.Dial(context.Background(), "tcp", "rm-gone:7")
+	direct, err := c.Dial(context.Background(), "tcp", goneName+":7")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer direct.Close()
-	other, code, err := tunnelSOCKS(c.ProxyAddr(), "rm-stay", 7, 10*time.Second)
+	other, code, err := tunnelSOCKS(c.ProxyAddr(), stayName, 7, 10*time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("tunnel to rm-stay: reply %#x, %v", code, err)
 	}
@@ -741,7 +763,7 @@ func TestPeerRemovedEndsTunnels(t *testing.T) {
 		}
 	}
 
-	n, ok, err := ctl.FindNode("rm-gone")
+	n, ok, err := ctl.FindNode(goneName)
 	if err != nil || !ok {
 		t.Fatalf("rm-gone not listed (%v): %v", ok, err)
 	}
@@ -782,10 +804,11 @@ func TestPeerJoinedLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := st.Peers
-	echoNode(t, ctl, "late-peer")
+	late := nodeName("late-peer")
+	echoNode(t, ctl, late)
 	t0 := time.Now()
 	for {
-		conn, err := c.Dial(context.Background(), "tcp", "late-peer:7")
+		conn, err := c.Dial(context.Background(), "tcp", late+":7")
 		if err == nil {
 			err = echoOnce(conn, []byte("hello"), 10*time.Second)
 			conn.Close()
@@ -800,7 +823,7 @@ func TestPeerJoinedLater(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	checkNewTunnels(t, c.ProxyAddr(), "late-peer", 7, "peer that joined later")
+	checkNewTunnels(t, c.ProxyAddr(), late, 7, "peer that joined later")
 	if st, err = c.Status(context.Background()); err != nil || st.Peers <= before {
 		t.Errorf("Status: %d peers (%v), want more than the %d before late-peer joined", st.Peers, err, before)
 	}
