@@ -738,7 +738,8 @@ func TestPeerRemovedEndsTunnels(t *testing.T) {
 	ctl := tailnettest.Shared(t)
 	goneName, stayName := nodeName("rm-gone"), nodeName("rm-stay")
 	gone, stay := echoNode(t, ctl, goneName), echoNode(t, ctl, stayName)
-	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
+	audit := new(syncBuffer)
+	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", Audit: audit}})
 	waitSeen(t, gone, c)
 	waitSeen(t, stay, c)
 
@@ -785,6 +786,18 @@ func TestPeerRemovedEndsTunnels(t *testing.T) {
 		if took > within {
 			t.Errorf("tunnel %s ended only after %v, want within %v", name, took, within)
 		}
+		var pl *connector.PeerLeftError
+		if conn == direct && !errors.As(err, &pl) {
+			t.Errorf("in-process Dial's conn: read error %v, want a *connector.PeerLeftError", err)
+		}
+	}
+	// The proxy's audit line for that tunnel says why it ended.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(audit.String(), "left the tailnet") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(audit.String(), "left the tailnet") {
+		t.Errorf("no audit line says the peer left the tailnet:\n%s", audit.String())
 	}
 	if err := echoOnce(other, []byte("after"), 10*time.Second); err != nil {
 		t.Errorf("tunnel to rm-stay after rm-gone was deleted: %v", err)

@@ -1,8 +1,10 @@
 package connector
 
 import (
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"tailscale.com/types/key"
 )
@@ -70,6 +72,7 @@ func (pc *peerConns) prune(v *view) []goneConns {
 	}
 	pc.mu.Unlock()
 	for _, t := range conns {
+		t.left.Store(true)
 		t.Close()
 	}
 	return gone
@@ -82,6 +85,32 @@ type peerConn struct {
 	k    key.NodePublic
 	host string
 	once sync.Once
+	left atomic.Bool // closed because the peer left the network map
+}
+
+// PeerLeftError is what Read and Write of a connection from Dial return
+// once the connector closed it because the peer carrying it left the
+// tailnet's network map.
+type PeerLeftError struct{ Host string }
+
+func (e *PeerLeftError) Error() string {
+	return fmt.Sprintf("connector: connection closed: %s left the tailnet (it is no longer in the network map)", e.Host)
+}
+
+func (t *peerConn) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if err != nil && t.left.Load() {
+		err = &PeerLeftError{Host: t.host}
+	}
+	return n, err
+}
+
+func (t *peerConn) Write(p []byte) (int, error) {
+	n, err := t.Conn.Write(p)
+	if err != nil && t.left.Load() {
+		err = &PeerLeftError{Host: t.host}
+	}
+	return n, err
 }
 
 func (t *peerConn) Close() error {
