@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -149,6 +148,12 @@ func (v *view) routable(ip netip.Addr) bool {
 	return false
 }
 
+// hasPeer reports whether k is a peer with an address in the map.
+func (v *view) hasPeer(k key.NodePublic) bool {
+	_, ok := v.pingAddr[k]
+	return ok
+}
+
 // peerFor returns the peer that carries traffic to ip: the peer itself,
 // or the router of the subnet route that contains it.
 func (v *view) peerFor(ip netip.Addr) (key.NodePublic, bool) {
@@ -193,12 +198,9 @@ func (c *Connector) startWatch(ctx context.Context) error {
 	c.stopWatch, c.watchDone = cancel, make(chan struct{})
 	first := make(chan struct{})
 	changed := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	wg.Add(2)
 	go func() {
-		defer wg.Done()
 		defer w.Close()
-		defer close(changed)
+		defer close(changed) // ends the refresh loop, which then closes watchDone
 		firstDone := false
 		for {
 			n, err := w.Next()
@@ -212,7 +214,7 @@ func (c *Connector) startWatch(ctx context.Context) error {
 					firstDone = true
 					close(first)
 				}
-			case n.SelfChange != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0 || len(n.PeerChangedPatch) > 0:
+			case n.SelfChange != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0:
 				select {
 				case changed <- struct{}{}:
 				default: // a read is already due
@@ -221,7 +223,7 @@ func (c *Connector) startWatch(ctx context.Context) error {
 		}
 	}()
 	go func() {
-		defer wg.Done()
+		defer close(c.watchDone)
 		for range changed {
 			if nm, err := c.readNetMap(wctx); err == nil {
 				c.applyNetMap(nm)
@@ -229,10 +231,6 @@ func (c *Connector) startWatch(ctx context.Context) error {
 				c.cfg.Logf("connector: reading the network map after a change: %v", err)
 			}
 		}
-	}()
-	go func() {
-		wg.Wait()
-		close(c.watchDone)
 	}()
 	select {
 	case <-first:
@@ -354,9 +352,11 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 			return conn, nil
 		}
 		tracked := c.conns.track(k, host, conn)
-		if v := c.view.load(); v != nil {
-			// The peer may have left while this dial was under way.
-			c.dropGone(v)
+		// The peer may have left while this dial was under way: a map
+		// stored before track was not pruned of this connection.
+		if !c.view.load().hasPeer(k) {
+			tracked.Close()
+			return nil, &PeerLeftError{Host: host}
 		}
 		return tracked, nil
 	}

@@ -2,10 +2,10 @@ package connector
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"tailscale.com/types/key"
 )
 
@@ -23,8 +23,8 @@ type peerConns struct {
 
 // track registers conn, dialed to host, as carried by peer k and returns
 // the connection to hand out: its Close forgets it.
-func (pc *peerConns) track(k key.NodePublic, host string, conn net.Conn) net.Conn {
-	t := &peerConn{Conn: conn, pc: pc, k: k, host: host}
+func (pc *peerConns) track(k key.NodePublic, host string, conn *gonet.TCPConn) *peerConn {
+	t := &peerConn{TCPConn: conn, pc: pc, k: k, host: host}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.conns == nil {
@@ -60,7 +60,7 @@ func (pc *peerConns) prune(v *view) []goneConns {
 	var gone []goneConns
 	pc.mu.Lock()
 	for k, set := range pc.conns {
-		if _, ok := v.pingAddr[k]; ok {
+		if v.hasPeer(k) {
 			continue
 		}
 		g := goneConns{peer: k, count: len(set)}
@@ -79,8 +79,9 @@ func (pc *peerConns) prune(v *view) []goneConns {
 }
 
 // peerConn is a connection Dial returned, tracked until it is closed.
+// CloseRead and CloseWrite are the netstack connection's own.
 type peerConn struct {
-	net.Conn
+	*gonet.TCPConn
 	pc   *peerConns
 	k    key.NodePublic
 	host string
@@ -90,7 +91,8 @@ type peerConn struct {
 
 // PeerLeftError is what Read and Write of a connection from Dial return
 // once the connector closed it because the peer carrying it left the
-// tailnet's network map.
+// tailnet's network map, and what Dial returns when the peer left while
+// it dialed.
 type PeerLeftError struct{ Host string }
 
 func (e *PeerLeftError) Error() string {
@@ -98,7 +100,7 @@ func (e *PeerLeftError) Error() string {
 }
 
 func (t *peerConn) Read(p []byte) (int, error) {
-	n, err := t.Conn.Read(p)
+	n, err := t.TCPConn.Read(p)
 	if err != nil && t.left.Load() {
 		err = &PeerLeftError{Host: t.host}
 	}
@@ -106,7 +108,7 @@ func (t *peerConn) Read(p []byte) (int, error) {
 }
 
 func (t *peerConn) Write(p []byte) (int, error) {
-	n, err := t.Conn.Write(p)
+	n, err := t.TCPConn.Write(p)
 	if err != nil && t.left.Load() {
 		err = &PeerLeftError{Host: t.host}
 	}
@@ -115,21 +117,5 @@ func (t *peerConn) Write(p []byte) (int, error) {
 
 func (t *peerConn) Close() error {
 	t.once.Do(func() { t.pc.forget(t) })
-	return t.Conn.Close()
-}
-
-// CloseWrite and CloseRead pass half-closes through, as the netstack
-// connection underneath has them.
-func (t *peerConn) CloseWrite() error {
-	if c, ok := t.Conn.(interface{ CloseWrite() error }); ok {
-		return c.CloseWrite()
-	}
-	return nil
-}
-
-func (t *peerConn) CloseRead() error {
-	if c, ok := t.Conn.(interface{ CloseRead() error }); ok {
-		return c.CloseRead()
-	}
-	return nil
+	return t.TCPConn.Close()
 }
