@@ -117,11 +117,8 @@ func mustNode(t *testing.T, ctl *tailnettest.Control, name string, tags ...strin
 
 func buildTsconnect(t *testing.T) string {
 	bin := filepath.Join(os.TempDir(), "tsconnect-e2e-"+uuid.NewString()[:8])
-	tailnettest.WatchSources()
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tsconnect")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building tsconnect: %v\n%s", err, out)
+	if err := tailnettest.GoBuild(bin, "../cmd/tsconnect", "CGO_ENABLED=0"); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -212,8 +209,8 @@ func TestKubectl(t *testing.T) {
 func TestGoExampleAgainstUp(t *testing.T) {
 	w := setup(t)
 	ex := filepath.Join(t.TempDir(), "socksclient")
-	if out, err := exec.Command("go", "build", "-o", ex, "../examples/socksclient").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	if err := tailnettest.GoBuild(ex, "../examples/socksclient"); err != nil {
+		t.Fatal(err)
 	}
 	port := freePort(t)
 	// The example runs as the child of `tsconnect run`, with the proxy

@@ -27,10 +27,8 @@ func TestMain(m *testing.M) { tailnettest.Main(m) }
 func build(t *testing.T, name string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
-	tailnettest.WatchSources()
-	out, err := exec.Command("go", "build", "-o", bin, "./"+name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("building %s: %v\n%s", name, err, out)
+	if err := tailnettest.GoBuild(bin, "./"+name); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/netip"
@@ -42,10 +41,7 @@ func tsconnectBin(t testing.TB) string {
 		}
 		binPath = filepath.Join(filepath.Dir(exe), "tsconnect-cli")
 		t0 := time.Now()
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+		if buildErr = tailnettest.GoBuild(binPath, ".", "CGO_ENABLED=0"); buildErr != nil {
 			return
 		}
 		t.Logf("built %s in %v", binPath, time.Since(t0).Round(time.Millisecond))

@@ -55,13 +55,7 @@ func BuildTSConnect(dir, which string) (bin, pkg string, err error) {
 }
 
 func goBuild(out, pkg string) error {
-	tailnettest.WatchSources()
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly", "GOPROXY=off", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
+	return tailnettest.GoBuild(out, pkg, "GOFLAGS=-mod=readonly", "GOPROXY=off", "GOWORK=off")
 }
 
 // proc is a proxy running as a process of its own: tsconnect or tailscaled.

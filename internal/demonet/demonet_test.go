@@ -299,11 +299,8 @@ func logfFor(t *testing.T) func(string, ...any) {
 // anywhere but loopback.
 func TestDemoCommand(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "tsconnect")
-	tailnettest.WatchSources()
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/tsconnect")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := tailnettest.GoBuild(bin, "../../cmd/tsconnect", "CGO_ENABLED=0"); err != nil {
+		t.Fatal(err)
 	}
 	env := append(cleanEnv(),
 		"HTTP_PROXY=http://192.0.2.1:3128",

@@ -118,6 +118,20 @@ func writeSelfSignedCert(certFile, keyFile string) error {
 	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
+// GoBuild builds this module's package pkg (a path as `go build` takes
+// it, relative to the current directory) into out, with env added to the
+// environment. It calls WatchSources first, so a test that runs what it
+// built is never replayed from the cache for changed code.
+func GoBuild(out, pkg string, env ...string) error {
+	WatchSources()
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
 // WatchSources stats every Go source file of this module, plus go.mod and
 // go.sum, so that `go test` caches a test result only while none of them
 // changed. Tests that build and run this module's binaries (tsconnect,
