@@ -285,16 +285,23 @@ func TestLoad1000Tunnels(t *testing.T) {
 		conns[i] = nil
 	}
 	const gMargin, fdMargin = 10, 4
+	// A tunnel ends when the echo service's FIN comes back through the
+	// tailnet. 1000 tunnels closing at once send a burst of FINs over
+	// loopback UDP; one that is dropped is retransmitted with backoff
+	// (seen once in CI, under -race beside the other packages: 8 tunnels
+	// still waiting after 10 s). So the leak check allows 30 s, and logs
+	// how long it took.
+	const settle = 30 * time.Second
 	var now procSample
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(settle); ; time.Sleep(100 * time.Millisecond) {
 		now = sampleProc(t)
 		if now.goroutines <= base.goroutines+gMargin && now.fds <= base.fds+fdMargin && c.ProxyStats().Active == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
 			buf := make([]byte, 4<<20)
-			t.Fatalf("10s after closing: %v, proxy active %d; baseline %v (margins %d goroutines, %d fds)\n%s",
-				now, c.ProxyStats().Active, base, gMargin, fdMargin, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("%v after closing: %v, proxy active %d; baseline %v (margins %d goroutines, %d fds)\n%s",
+				settle, now, c.ProxyStats().Active, base, gMargin, fdMargin, buf[:runtime.Stack(buf, true)])
 		}
 	}
 	close(stopSampler)
