@@ -119,7 +119,15 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	cfg.ControlURL = n.ControlURL
 	cfg.KeySource = secrets.Static(key)
 	cfg.Tags = []string{"tag:sandbox"}
-	s, code := join(startCtx, cfg, verbose, sigc, sio)
+	// --timeout bounds starting, not the session: the join gets what is
+	// left of it as its ready timeout, and the connector's life is bound
+	// to ctx alone (joining under startCtx closed the proxy a minute in,
+	// while the command kept running).
+	deadline, _ := startCtx.Deadline()
+	if cfg.ReadyTimeout = time.Until(deadline); cfg.ReadyTimeout <= 0 {
+		return sio.fail(fmt.Errorf("demo: %w", context.DeadlineExceeded))
+	}
+	s, code := join(ctx, cfg, verbose, sigc, sio)
 	if s == nil {
 		return code
 	}

@@ -66,6 +66,10 @@ func TestDemoCommand(t *testing.T) {
 		{"wider allowlist", []string{"--allow", ".demo.test", "--", "curl", "-sS", "http://secret-db/"}, 0, "secret-db: this service is not on the allowlist"},
 		{"forward", []string{"--forward", "127.0.0.1:0=web:80", "--", "sh", "-c", "exit 0"}, 0, ""},
 		{"exit status", []string{"--", "sh", "-c", "exit 7"}, 7, ""},
+		// --timeout bounds starting only: a command still running when it
+		// has passed keeps its proxy. (The child sleeps the whole timeout,
+		// which began before the join, so it is past the deadline.)
+		{"outlives timeout", []string{"--timeout", "20s", "--", "sh", "-c", "sleep 20; curl -sS -m 10 http://web/"}, 0, "hello from web via the tailnet\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
