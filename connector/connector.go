@@ -61,8 +61,12 @@ import (
 // is empty: nodes are named "tsconnect-<uuid>".
 const DefaultHostnamePrefix = "tsconnect"
 
-// srvCloseTimeout bounds tsnet.Server.Close in Close.
-const srvCloseTimeout = 5 * time.Second
+// Teardown bounds: Close returns within CloseTimeout, of which logging out
+// takes at most LogoutTimeout (the node's own shutdown gets the rest).
+const (
+	CloseTimeout  = 8 * time.Second
+	LogoutTimeout = 3 * time.Second
+)
 
 // DefaultControlURL is Tailscale's coordination server, used when neither
 // Config.ControlURL nor the environment names one.
@@ -275,77 +279,170 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 // list now, closes every listener and connection and removes the private
 // directory. It is safe to call more than once and after a failed Start;
 // later calls return the first call's result.
+//
+// Close returns within CloseTimeout whatever the load or the state of the
+// control plane: logging out gets at most LogoutTimeout of it, the node's
+// own shutdown what is left. Whatever has not finished by then goes on in
+// the background, and the error says which step it was stuck in and how
+// long each step took.
 func (c *Connector) Close() error {
 	c.closeOnce.Do(func() {
-		if c.stopCtx != nil {
-			c.stopCtx()
+		deadline := time.Now().Add(CloseTimeout)
+		tl := new(timeline)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.teardown(deadline, tl)
+		}()
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+			tl.fail(fmt.Errorf("not done within %v (%s); the rest goes on in the background", CloseTimeout, tl))
 		}
-		var errs []error
-		if c.proxy != nil {
-			// First, so no new tunnel opens while the node goes away.
-			c.proxy.Close()
-		}
-		if c.lc != nil {
-			// Logging out deletes an ephemeral node on the control plane
-			// at once. Bounded: a dead control plane must not hold up
-			// teardown; the ephemeral timeout then applies.
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			if c.joinAbandoned {
-				c.settleJoin(ctx)
-			}
-			if err := c.lc.Logout(ctx); err != nil && c.ready() {
-				errs = append(errs, fmt.Errorf("logging out: %w", err))
-			}
-			cancel()
-		}
-		if c.stopTrim != nil {
-			close(c.stopTrim)
-		}
-		if c.stopWatch != nil {
-			c.stopWatch()
-			<-c.watchDone
-		}
-		if c.ns != nil {
-			// tsnet's Close stops the goroutine draining netstack's
-			// outbound queue (512 packets) and only then resets every
-			// TCP endpoint still registered (open, closing or in
-			// TIME_WAIT, which lasts 60 s): with more than 512 of them
-			// the RSTs fill the queue and Close blocks forever. A
-			// successful logout removes the node's addresses, so the
-			// RSTs have no route and are never queued; when logging out
-			// failed (control plane down) they are still there. Remove
-			// them here. The peers learn from the control plane, or the
-			// missing node, that the connections are gone.
-			c.ns.UpdateNetstackIPs(nil)
-		}
-		if c.srv != nil {
-			// Bounded too: removing the addresses does not stop TIME_WAIT
-			// endpoints that hold a cached route from answering a peer's
-			// retransmission, so tsnet's Close can still block (seen about
-			// once in ten runs of TestCloseManyTunnelsControlDown). Then
-			// its goroutines are left behind, but Close returns.
-			done := make(chan error, 1)
-			go func() { done <- c.srv.Close() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					errs = append(errs, err)
-				}
-			case <-time.After(srvCloseTimeout):
-				errs = append(errs, fmt.Errorf("tsnet did not stop within %v (netstack shutdown stalled); the node is left running in the background", srvCloseTimeout))
-			}
-		}
-		if c.dir != "" {
-			if err := os.RemoveAll(c.dir); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		close(c.closed)
-		if err := errors.Join(errs...); err != nil {
+		if err := tl.err(); err != nil {
 			c.closeErr = fmt.Errorf("connector: close: %w", err)
 		}
+		c.logf("connector: closed: %s", tl)
+		close(c.closed)
 	})
 	return c.closeErr
+}
+
+// teardown is Close's work, in order, each step and error recorded in tl,
+// all of it against one deadline.
+func (c *Connector) teardown(deadline time.Time, tl *timeline) {
+	if c.stopCtx != nil {
+		c.stopCtx()
+	}
+	if c.proxy != nil {
+		// First, so no new tunnel opens while the node goes away.
+		tl.step("proxy")
+		c.proxy.Close()
+	}
+	if c.lc != nil {
+		// Logging out deletes an ephemeral node on the control plane
+		// at once. Bounded: a dead control plane must not hold up
+		// teardown; the ephemeral timeout then applies.
+		tl.step("logout")
+		ctx, cancel := context.WithDeadline(context.Background(), minTime(deadline, time.Now().Add(LogoutTimeout)))
+		if c.joinAbandoned {
+			c.settleJoin(ctx)
+		}
+		if err := c.lc.Logout(ctx); err != nil && c.ready() {
+			tl.fail(fmt.Errorf("logging out: %w", err))
+		}
+		cancel()
+	}
+	if c.stopTrim != nil {
+		close(c.stopTrim)
+	}
+	if c.stopWatch != nil {
+		tl.step("watch")
+		c.stopWatch()
+		<-c.watchDone
+	}
+	if c.ns != nil {
+		// tsnet's Close stops the goroutine draining netstack's
+		// outbound queue (512 packets) and only then resets every
+		// TCP endpoint still registered (open, closing or in
+		// TIME_WAIT, which lasts 60 s): with more than 512 of them
+		// the RSTs fill the queue and Close blocks forever. A
+		// successful logout removes the node's addresses, so the
+		// RSTs have no route and are never queued; when logging out
+		// failed (control plane down) they are still there. Remove
+		// them here. The peers learn from the control plane, or the
+		// missing node, that the connections are gone.
+		tl.step("addresses")
+		c.ns.UpdateNetstackIPs(nil)
+	}
+	if c.srv != nil {
+		// Removing the addresses does not stop TIME_WAIT endpoints that
+		// hold a cached route from answering a peer's retransmission,
+		// so tsnet's Close can still block (seen about once in ten runs
+		// of TestCloseManyTunnelsControlDown). Close's deadline bounds
+		// it; its goroutines are then left behind.
+		tl.step("tsnet")
+		if err := c.srv.Close(); err != nil {
+			tl.fail(err)
+		}
+	}
+	if c.dir != "" {
+		tl.step("files")
+		if err := os.RemoveAll(c.dir); err != nil {
+			tl.fail(err)
+		}
+	}
+	tl.step("")
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// timeline records how long each step of a teardown took, for Close's
+// error and log line. It is written by the teardown and read by Close,
+// which may give up waiting while a step is still running.
+type timeline struct {
+	mu    sync.Mutex
+	t0    time.Time
+	names []string
+	ends  []time.Duration // ends[i]: when step i ended; one short while it runs
+	errs  []error
+}
+
+func (tl *timeline) fail(err error) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.errs = append(tl.errs, err)
+}
+
+func (tl *timeline) err() error {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return errors.Join(tl.errs...)
+}
+
+// step ends the running step, if any, and starts the one named; "" starts
+// none.
+func (tl *timeline) step(name string) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	now := time.Now()
+	if tl.t0.IsZero() {
+		tl.t0 = now
+	}
+	if len(tl.ends) < len(tl.names) {
+		tl.ends = append(tl.ends, now.Sub(tl.t0))
+	}
+	if name != "" {
+		tl.names = append(tl.names, name)
+	}
+}
+
+// String lists the steps with their durations: "proxy 2ms, logout 31ms,
+// tsnet 5.1s (still running)".
+func (tl *timeline) String() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var parts []string
+	var prev time.Duration
+	for i, name := range tl.names {
+		if i < len(tl.ends) {
+			parts = append(parts, fmt.Sprintf("%s %v", name, (tl.ends[i]-prev).Round(time.Millisecond)))
+			prev = tl.ends[i]
+		} else {
+			parts = append(parts, fmt.Sprintf("%s %v (still running)", name, (time.Since(tl.t0)-prev).Round(time.Millisecond)))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing to do"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // settleJoin waits, briefly, for a registration in flight to finish.
@@ -464,6 +561,13 @@ func validTags(tags []string) error {
 		}
 	}
 	return nil
+}
+
+// logf writes to Config.Logf, the verbose log, if set.
+func (c *Connector) logf(format string, args ...any) {
+	if c.cfg.Logf != nil {
+		c.cfg.Logf(format, args...)
+	}
 }
 
 func (c *Connector) userLogf(format string, args ...any) {

@@ -228,7 +228,7 @@ func (c *Connector) startWatch(ctx context.Context) error {
 			if nm, err := c.readNetMap(wctx); err == nil {
 				c.applyNetMap(nm)
 			} else if wctx.Err() == nil {
-				c.cfg.Logf("connector: reading the network map after a change: %v", err)
+				c.logf("connector: reading the network map after a change: %v", err)
 			}
 		}
 	}()
