@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"tailscale.com/ipn"
 	"tailscale.com/types/key"
 	"tailscale.com/types/netmap"
@@ -343,7 +344,7 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		}
 		c.greet(ctx, v, ip)
 		dst := netip.AddrPortFrom(ip, port)
-		conn, err := c.ns.DialContextTCPWithBind(ctx, src, dst)
+		conn, err := c.dialTCP(ctx, src, dst)
 		if err != nil {
 			return nil, dialError(ctx, dst, err)
 		}
@@ -361,6 +362,42 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		return tracked, nil
 	}
 	return nil, routeErr
+}
+
+// synRetryAfter is how long one attempt of a TCP dial waits for the
+// handshake before dialTCP starts another, from a new local port. Two SYNs
+// have gone out by then (gVisor's initial RTO is 1 s).
+const synRetryAfter = 3 * time.Second
+
+// dialTCP dials dst from src through netstack, in attempts of
+// synRetryAfter each until ctx ends.
+//
+// Netstack picks each connection's local port at random (gVisor,
+// PortManager.PickEphemeralPort), so a new connection may reuse the
+// 4-tuple of an earlier one that the peer still holds in TIME_WAIT (it
+// does when the service closed first, as an HTTP server with "Connection:
+// close" does; 60 s by default). A peer whose TCP is gVisor too — a tsnet
+// service, a userspace-networking subnet router — silently drops a SYN for
+// such a tuple (rcv.go handleTimeWaitSegment: a SYN may reopen a TIME_WAIT
+// connection only through a listening endpoint, and tsnet's listeners are
+// not), and every retransmission with it: the dial would hang until its
+// timeout. Measured: one request in ~500 to a tsnet HTTP service that
+// closes first hung until its deadline. A new attempt takes a new random
+// port. A SYN that is merely slow (lost once, or queued behind a WireGuard
+// handshake) costs the same either way.
+func (c *Connector) dialTCP(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*gonet.TCPConn, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, synRetryAfter)
+		conn, err := c.ns.DialContextTCPWithBind(actx, src, dst)
+		timedOut := actx.Err() != nil
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if ctx.Err() != nil || !timedOut {
+			return nil, err
+		}
+	}
 }
 
 // dialError maps a netstack dial error to the syscall errors callers test
