@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ import (
 	"tailscale.com/wgengine/netstack"
 
 	"github.com/tsconnect/tsconnect/dnsfilter"
+	"github.com/tsconnect/tsconnect/internal/peerapi"
 	"github.com/tsconnect/tsconnect/secrets"
 	"github.com/tsconnect/tsconnect/socks"
 )
@@ -218,6 +220,9 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 			c.Close()
 		}
 	}()
+	if err := blockProfileData(c.dir); err != nil {
+		return nil, fmt.Errorf("connector: %w", err)
+	}
 
 	c.srv = &tsnet.Server{
 		Dir:           c.dir,
@@ -233,6 +238,7 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := c.srv.Start(); err != nil {
 		return nil, fmt.Errorf("connector: starting node: %w", err)
 	}
+	emptyDir(c.dir)
 	c.lc, err = c.srv.LocalClient()
 	if err != nil {
 		return nil, fmt.Errorf("connector: %w", err)
@@ -261,6 +267,7 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := c.startWatch(readyCtx); err != nil {
 		return nil, err
 	}
+	c.hidePeerAPI()
 	if cfg.Allow.Empty() {
 		c.userLogf("warning: no allowlist: every destination the tailnet routes is reachable; the tailnet ACL is the only boundary")
 	}
@@ -561,6 +568,55 @@ func validTags(tags []string) error {
 		}
 	}
 	return nil
+}
+
+// hidePeerAPI shuts down the host socket that tsnet opens for the node's
+// peer API on every interface (see internal/peerapi): the connector listens
+// on the host only where its proxy and the caller's forwards do. Called
+// once the node runs and after each network map change (the node opens a
+// new listener when its addresses change).
+func (c *Connector) hidePeerAPI() {
+	// Not a context the caller may cancel: see demonet's node.up on
+	// LocalAPI requests cancelled just after their connection was made.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.lc.StatusWithoutPeers(ctx)
+	if err != nil || st.Self == nil {
+		return
+	}
+	if n, err := peerapi.ShutdownHost(peerapi.Ports(st.Self.PeerAPIURL)); err != nil {
+		c.userLogf("warning: %v", err)
+	} else if n > 0 {
+		c.logf("connector: shut down the peer API's host listener (%v); peers still reach it through netstack", st.Self.PeerAPIURL)
+	}
+}
+
+// emptyDir unlinks what tsnet's Start left in the private directory: its
+// log buffers (tsnet keeps writing them through the descriptors it holds)
+// and the log configuration it reads only then. A process of the same uid
+// — the wrapped command — can open the directory but finds nothing of the
+// node's in it; in the tsconnect command it cannot reach the descriptors
+// either, as the process is undumpable and its /proc/<pid>/fd is root's.
+func emptyDir(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != tsnetProfileData {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// tsnetProfileData is where tsnet keeps per-profile files: in the
+// connector's mode only a network map cache (ipn/ipnlocal/diskcache.go),
+// which it creates whenever its home relay changes (writing the node's own
+// map there when the node belongs to a user) and which an ephemeral node
+// never reads back. blockProfileData takes the name with an empty,
+// read-only file, so tsnet's MkdirAll fails and nothing is written; tsnet
+// logs the error and carries on.
+const tsnetProfileData = "profile-data"
+
+func blockProfileData(dir string) error {
+	return os.WriteFile(filepath.Join(dir, tsnetProfileData), nil, 0o400)
 }
 
 // logf writes to Config.Logf, the verbose log, if set.

@@ -228,6 +228,7 @@ func (c *Connector) startWatch(ctx context.Context) error {
 		for range changed {
 			if nm, err := c.readNetMap(wctx); err == nil {
 				c.applyNetMap(nm)
+				c.hidePeerAPI()
 			} else if wctx.Err() == nil {
 				c.logf("connector: reading the network map after a change: %v", err)
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -82,6 +83,18 @@ func TestDemoCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDemoListeners: everything the demo starts (control plane, relay,
+// STUN, two service nodes, the connector with its proxy and a forward)
+// listens on 127.0.0.1 only.
+func TestDemoListeners(t *testing.T) {
+	t.Parallel()
+	p := startDemo(t, "--forward", "127.0.0.1:0=web:80", "--", "sh", "-c", "echo ready; exec sleep 120")
+	p.waitOutput(p.stdout, "(?m)^ready$", 60*time.Second)
+	checkLoopbackListeners(t, p.cmd.Process.Pid, 4) // control, relay, proxy, forward at least
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(30 * time.Second)
 }
 
 // TestDemoUsage: the demo's own mistakes are usage errors, found before

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,6 +76,26 @@ func TestTeardownLeavesNothing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrivateDirEmpty: the wrapped command, same uid, finds nothing of the
+// node's in tsconnect's private directory while the node runs: tsnet's log
+// buffers and log configuration are unlinked once it has opened them, and
+// an empty file keeps tsnet from making its network map cache. A child that
+// is not root cannot reach them through /proc/<pid>/fd either (the process
+// is undumpable); a root one can, which these tests, run as root, cannot
+// show.
+func TestPrivateDirEmpty(t *testing.T) {
+	tn := newTailnet(t, "")
+	tmp := t.TempDir()
+	p := tsc(t, tn.env("TMPDIR="+tmp, "HOME="+t.TempDir()), "run", "--listen", "127.0.0.1:0", "--",
+		"sh", "-c", `cd "$TMPDIR" && find . -type f -printf '%p %s bytes\n' -o -printf '%p\n' | sort`)
+	if p.code != 0 {
+		t.Fatalf("exit %d\n%s", p.code, p.stderr)
+	}
+	if !regexp.MustCompile(`^\.\n\./tsconnect-\d+-\d+\n\./tsconnect-\d+-\d+/profile-data 0 bytes\n$`).MatchString(p.stdout.String()) {
+		t.Errorf("the command sees in TMPDIR:\n%s\nwant only tsconnect's private directory, with tsconnect's empty profile-data file", p.stdout)
 	}
 }
 

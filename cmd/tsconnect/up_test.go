@@ -66,6 +66,12 @@ func TestUp(t *testing.T) {
 		t.Fatalf("forward lines: %v\n%s", fwds, p.stderr)
 	}
 
+	// Outbound only: the proxy and the forwards, on loopback, are the
+	// process's only TCP listeners (the control socket is a Unix socket).
+	t.Run("listeners", func(t *testing.T) {
+		checkListeners(t, p.cmd.Process.Pid, proxy, fwds["web:80"], fwds["web:7"])
+	})
+
 	t.Run("status --json", func(t *testing.T) {
 		s := tsc(t, nil, "status", "--json", "--control-socket", sock)
 		if s.code != 0 {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tsconnect/tsconnect/internal/peerapi"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/tsnet"
@@ -66,6 +67,11 @@ func startNode(ctx context.Context, controlURL, authKey string, sp serviceSpec, 
 	st, err := nd.up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("demonet: service node %q did not join the %s: %w", sp.name, ControlLabel, err)
+	}
+	// Everything the demo starts listens on 127.0.0.1 only: not the peer
+	// API's host socket on 0.0.0.0 either (see internal/peerapi).
+	if _, err := peerapi.ShutdownHost(peerapi.Ports(st.Self.PeerAPIURL)); err != nil {
+		return nil, fmt.Errorf("demonet: service node %q: %w", sp.name, err)
 	}
 	svc := &Service{
 		Name:     sp.name,
