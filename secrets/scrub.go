@@ -11,7 +11,9 @@ import (
 // All of VAULT_* goes, not only VAULT_TOKEN: several others carry or point
 // at credentials (VAULT_CLIENT_KEY, VAULT_HEADERS, VAULT_AGENT_ADDR), new
 // ones appear with Vault releases, and a child that needs Vault should be
-// given its own settings on purpose. TSCONNECT_VAULT_* are this package's
+// given its own settings on purpose. BAO_* are the same variables under the
+// OpenBao CLI's names (BAO_TOKEN, BAO_ADDR, …): an OpenBao user's token is
+// as live as a Vault user's. TSCONNECT_VAULT_* are this package's
 // credential variables ([EnvVaultRoleID], [EnvVaultSecretID],
 // [EnvVaultWrappedToken]). The TS_* names are those tsnet, tailscaled and
 // Tailscale's tools read a key, OAuth client secret, ID token or API key
@@ -24,6 +26,7 @@ var SecretEnvVars = []string{
 	"TS_API_KEY",
 	"TS_API_CLIENT_SECRET",
 	"VAULT_*",
+	"BAO_*",
 	"TSCONNECT_VAULT_*",
 }
 

@@ -184,7 +184,7 @@ func TestScrubEnv(t *testing.T) {
 func FuzzScrubEnv(f *testing.F) {
 	// Seeds: a secret, its prefix family, a look-alike to keep, and odd
 	// entries (no '=', empty name).
-	for _, s := range []string{"TS_AUTHKEY=x", "VAULT_ANYTHING=y", "TSCONNECT_VAULT_SECRET_ID=z", "XVAULT_TOKEN=k", "NOEQUALS", "=C:=C:\\"} {
+	for _, s := range []string{"TS_AUTHKEY=x", "VAULT_ANYTHING=y", "BAO_TOKEN=b", "TSCONNECT_VAULT_SECRET_ID=z", "XVAULT_TOKEN=k", "NOEQUALS", "=C:=C:\\"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, kv string) {

@@ -19,8 +19,8 @@ exits with COMMAND's status.
 COMMAND gets tsconnect's environment with ALL_PROXY (socks5h://, so names
 resolve inside the tailnet), HTTP_PROXY, HTTPS_PROXY, their lower-case twins
 and NO_PROXY set, and with the auth key and every Vault credential
-(TS_AUTHKEY, TS_AUTH_KEY, VAULT_*, TSCONNECT_VAULT_*, …) removed. Its stdin,
-stdout and stderr are tsconnect's. SIGINT and SIGTERM are passed on to it;
+(TS_AUTHKEY, TS_AUTH_KEY, VAULT_*, BAO_*, TSCONNECT_VAULT_*, …) removed.
+Its stdin, stdout and stderr are tsconnect's. SIGINT and SIGTERM are passed on to it;
 the node leaves the tailnet however COMMAND ends.
 
 Examples:

@@ -82,7 +82,8 @@ func TestRunExitCode(t *testing.T) {
 func TestRunEnvironment(t *testing.T) {
 	tn := newTailnet(t, "")
 	const vaultToken = "hvs.vault-token-must-not-leak"
-	p := tsc(t, tn.env("VAULT_TOKEN="+vaultToken, "TS_AUTH_KEY="+tn.key, "HTTPS_PROXY=http://stale.example:1", "KEEP_ME=yes"),
+	const baoToken = "s.openbao-token-must-not-leak"
+	p := tsc(t, tn.env("VAULT_TOKEN="+vaultToken, "BAO_TOKEN="+baoToken, "BAO_ADDR=http://127.0.0.1:1", "TS_AUTH_KEY="+tn.key, "HTTPS_PROXY=http://stale.example:1", "KEEP_ME=yes"),
 		"run", "-v", "--listen", "127.0.0.1:0", "--", "env")
 	stdout, stderr := p.stdout.String(), p.stderr.String()
 	if p.code != 0 {
@@ -100,12 +101,12 @@ func TestRunEnvironment(t *testing.T) {
 			t.Errorf("command's environment lacks %q", w)
 		}
 	}
-	for _, bad := range []string{tn.key, vaultToken, "TS_AUTHKEY=", "TS_AUTH_KEY=", "VAULT_TOKEN=", "stale.example"} {
+	for _, bad := range []string{tn.key, vaultToken, baoToken, "TS_AUTHKEY=", "TS_AUTH_KEY=", "VAULT_TOKEN=", "BAO_TOKEN=", "BAO_ADDR=", "stale.example"} {
 		if strings.Contains(stdout, bad) {
 			t.Errorf("command's environment has %q", bad)
 		}
 	}
-	for _, secret := range []string{tn.key, vaultToken} {
+	for _, secret := range []string{tn.key, vaultToken, baoToken} {
 		if strings.Contains(stderr, secret) {
 			t.Errorf("tsconnect's stderr (-v) shows a secret")
 		}
