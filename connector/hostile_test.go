@@ -174,7 +174,7 @@ type hcRow struct {
 	cat, name string
 	allow     int    // requests that must reach hweb:80, one connection each; nothing else may be reached
 	deny      int    // policy denials it causes (SOCKS5 0x02, HTTP 403): audit decision "deny"
-	rule      string // what those audit lines must name as the rule
+	rule      string // what those audit lines must name as the rule, or as the reason when no rule decided (hcIsReason)
 	// run does the exchange and checks the answer. It returns the client
 	// addresses it used, by which the audit lines are found.
 	run func(t *testing.T, h *hcNet) []string
@@ -200,8 +200,20 @@ func hcMalformed() hcOutcome       { return hcOutcome{kind: hcBad} }
 func hcUnresolvable() hcOutcome    { return hcOutcome{kind: hcNoHost} }
 func hcSOCKSFail(code byte) []byte { return []byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0} }
 func hcIsV6Literal(h string) bool  { return strings.Contains(h, ":") }
+
+// hcDenyBody is the 403 body denying hp by rule r, or, when r is a reason
+// (no rule decided), for that reason.
 func hcDenyBody(hp, r string) string {
+	if hcIsReason(r) {
+		return fmt.Sprintf("tsconnect: %q not allowed: %s\n", hp, r)
+	}
 	return fmt.Sprintf("tsconnect: %q not allowed by allowlist rule: %s\n", hp, r)
+}
+
+// hcIsReason reports whether a denial's r is dnsfilter's reason for
+// denying with no rule, rather than a rule.
+func hcIsReason(r string) bool {
+	return r == hcNoRule || r == hcNoCIDR || strings.HasPrefix(r, "ambiguous IP literal: ") || strings.HasPrefix(r, "malformed name: ")
 }
 
 // Reasons and rules the corpus expects in denials.
@@ -599,7 +611,7 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 		b.socksHost(ip, fmt.Sprintf("socks5 %q:80", host), host, 80, hcMalformed())
 	}
 	b.httpRow(ip, "CONNECT [fe80::1%25eth0]:80", "CONNECT [fe80::1%25eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
-	b.httpRow(ip, "CONNECT [fe80::1%eth0]:80", "CONNECT [fe80::1%eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 400, "400 Bad Request", "")
+	b.httpRow(ip, "CONNECT [fe80::1%eth0]:80", "CONNECT [fe80::1%eth0]:80 HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
 	b.httpRow(ip, "GET http://[fe80::1%25eth0]/", "GET http://[fe80::1%25eth0]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
 	b.httpRow(ip, "GET http://[::1%25lo]/", "GET http://[::1%25lo]/ HTTP/1.1\r\nHost: "+web+"\r\n\r\n", 403, "~not allowed: malformed host name", "")
 	// Link-local, metadata, Tailscale's own 100.100.100.100, private and
@@ -683,14 +695,15 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	}
 	hostWeb := "Host: " + web
 	goBad := "400 Bad Request" // answered by net/http before the proxy's handler
+	noVersion := "tsconnect: malformed request line: no HTTP version (a line break in the target?)\n"
 	secretDenied := func(port int) string {
 		return "=" + hcDenyBody(net.JoinHostPort(secretFQDN, strconv.Itoa(port)), hcNoRule)
 	}
-	b.httpRow(hp, "CONNECT CRLF injection in target", req("CONNECT hsecret:80\r\nHost: "+web+":80 HTTP/1.1"), 400, goBad, "")
-	b.httpRow(hp, "CONNECT CRLF injection after port", req("CONNECT "+web+":80\r\nX: hsecret:80 HTTP/1.1"), 400, goBad, "")
-	b.httpRow(hp, "CONNECT LF injection", "CONNECT hsecret:80\nHost: "+web+":80 HTTP/1.1\r\n\r\n", 400, goBad, "")
-	b.httpRow(hp, "CONNECT escaped CRLF", req("CONNECT hsecret%0d%0a:80 HTTP/1.1", hostWeb+":80"), 400, goBad, "")
-	b.httpRow(hp, "CONNECT space in target", req("CONNECT hsecret :80 HTTP/1.1", hostWeb+":80"), 400, goBad, "")
+	b.httpRow(hp, "CONNECT CRLF injection in target", req("CONNECT hsecret:80\r\nHost: "+web+":80 HTTP/1.1"), 400, noVersion, "")
+	b.httpRow(hp, "CONNECT CRLF injection after port", req("CONNECT "+web+":80\r\nX: hsecret:80 HTTP/1.1"), 400, noVersion, "")
+	b.httpRow(hp, "CONNECT LF injection", "CONNECT hsecret:80\nHost: "+web+":80 HTTP/1.1\r\n\r\n", 400, noVersion, "")
+	b.httpRow(hp, "CONNECT escaped CRLF", req("CONNECT hsecret%0d%0a:80 HTTP/1.1", hostWeb+":80"), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "CONNECT space in target", req("CONNECT hsecret :80 HTTP/1.1", hostWeb+":80"), 403, "~not allowed: malformed host name", "")
 	b.httpRow(hp, "CONNECT denied target, allowed Host", req("CONNECT hsecret:80 HTTP/1.1", hostWeb+":80"), 403, secretDenied(80), hcNoRule)
 	b.httpRow(hp, "CONNECT denied target:443, allowed Host", req("CONNECT hsecret:443 HTTP/1.1", hostWeb+":443"), 403, secretDenied(443), hcNoRule)
 	b.httpAllow(hp, "CONNECT allowed target, denied Host", req("CONNECT hweb:80 HTTP/1.1", "Host: hsecret:80"), "")
@@ -702,9 +715,13 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	for _, target := range []string{"hweb", web, "hweb:", "hweb:0", "hweb:00", "hweb:65536", "hweb:99999", ":80", "[::1]"} {
 		b.httpRow(hp, "CONNECT "+target, req("CONNECT "+target+" HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
 	}
-	// Targets whose port net/http's URL parser already rejects.
-	for _, target := range []string{"hweb:-1", "hweb:+80", "hweb:0x50", "hweb:80:80", "[::1]80", "[" + webIP4.String() + "]:80", "[" + web + "]:80"} {
-		b.httpRow(hp, "CONNECT "+target, req("CONNECT "+target+" HTTP/1.1", hostWeb), 400, goBad, "")
+	// Targets whose port net/http's URL parser already rejects (the proxy
+	// answers them itself), and brackets around what is not IPv6.
+	for _, target := range []string{"hweb:-1", "hweb:+80", "hweb:0x50", "hweb:80:80", "[::1]80"} {
+		b.httpRow(hp, "CONNECT "+target, req("CONNECT "+target+" HTTP/1.1", hostWeb), 400, "tsconnect: bad CONNECT target", "")
+	}
+	for _, target := range []string{"[" + webIP4.String() + "]:80", "[" + web + "]:80"} {
+		b.httpRow(hp, "CONNECT "+target, req("CONNECT "+target+" HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
 	}
 	b.httpRow(hp, "GET denied URL host, allowed Host header", req("GET http://hsecret/ HTTP/1.1", hostWeb), 403, secretDenied(80), hcNoRule)
 	b.httpRow(hp, "GET denied URL host, HTTP/1.0, no Host", req("GET http://hsecret/ HTTP/1.0"), 403, secretDenied(80), hcNoRule)
@@ -715,16 +732,16 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.httpRow(hp, "GET userinfo names allowed, host denied", req("GET http://hweb@hsecret/ HTTP/1.1", hostWeb), 403, secretDenied(80), hcNoRule)
 	b.httpRow(hp, "GET userinfo with port, host denied", req("GET http://"+web+":80@"+secretFQDN+"/ HTTP/1.1", hostWeb), 403, secretDenied(80), hcNoRule)
 	b.httpAllow(hp, "GET userinfo names denied, host allowed", req("GET http://hsecret@hweb/ HTTP/1.1", "Host: hsecret"), "hweb")
-	b.httpRow(hp, "GET fragment before @ (psecret#@pweb)", req("GET http://hsecret#@hweb/ HTTP/1.1", hostWeb), 400, goBad, "")
-	b.httpRow(hp, "GET fragment before @ (pweb#@psecret)", req("GET http://hweb#@hsecret/ HTTP/1.1", hostWeb), 400, goBad, "")
-	b.httpRow(hp, "GET backslash before @", req("GET http://hsecret\\@hweb/ HTTP/1.1", hostWeb), 400, goBad, "")
+	b.httpRow(hp, "GET fragment before @ (psecret#@pweb)", req("GET http://hsecret#@hweb/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "GET fragment before @ (pweb#@psecret)", req("GET http://hweb#@hsecret/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "GET backslash before @", req("GET http://hsecret\\@hweb/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
 	b.httpRow(hp, "GET fragment after path names allowed", req("GET http://hsecret/#@hweb HTTP/1.1", hostWeb), 403, secretDenied(80), hcNoRule)
 	b.httpAllow(hp, "GET fragment after path names denied", req("GET http://hweb/#@hsecret HTTP/1.1", hostWeb), "hweb")
 	b.httpRow(hp, "GET query names allowed", req("GET http://hsecret?@hweb/ HTTP/1.1", hostWeb), 403, secretDenied(80), hcNoRule)
 	b.httpAllow(hp, "GET query names denied", req("GET http://hweb?@hsecret/ HTTP/1.1", hostWeb), "hweb")
-	b.httpRow(hp, "GET percent-encoded host", req("GET http://hs%65cret/ HTTP/1.1", hostWeb), 400, goBad, "")
-	b.httpRow(hp, "GET percent-encoded dot", req("GET http://hweb%2ehsecret/ HTTP/1.1", hostWeb), 400, goBad, "")
-	b.httpRow(hp, "GET percent-encoded NUL", req("GET http://hweb%00.tailnet.test/ HTTP/1.1", hostWeb), 400, goBad, "")
+	b.httpRow(hp, "GET percent-encoded host", req("GET http://hs%65cret/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "GET percent-encoded dot", req("GET http://hweb%2ehsecret/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
+	b.httpRow(hp, "GET percent-encoded NUL", req("GET http://hweb%00.tailnet.test/ HTTP/1.1", hostWeb), 403, "~not allowed: malformed host name", "")
 	b.httpRow(hp, "origin-form GET / with Host: hweb", req("GET / HTTP/1.1", hostWeb), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
 	b.httpRow(hp, "origin-form GET /x with Host: hsecret", req("GET /x HTTP/1.1", "Host: hsecret"), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
 	b.httpRow(hp, "origin-form POST with Host: hweb", req("POST /x HTTP/1.1", hostWeb, "Content-Length: 0"), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
@@ -738,7 +755,7 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.httpRow(hp, "GET port 65536", req("GET http://hweb:65536/ HTTP/1.1", hostWeb), 400, "tsconnect: bad port", "")
 	b.httpRow(hp, "HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "tsconnect: this is an HTTP proxy, not a web server", "")
 	b.httpRow(hp, "OPTIONS * (for the proxy itself)", req("OPTIONS * HTTP/1.1", hostWeb), 400, "~not a web server", "")
-	b.httpRow(hp, "garbage request line", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, goBad, "")
+	b.httpRow(hp, "TLS to the proxy", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "~use http:// in the proxy URL", "")
 	b.httpRow(hp, "stalled request header", "CONNECT hsecret:80 HTTP/1.1\r\nHost: hsecret", 0, "", "")
 	b.httpRow(hp, "lower-case connect (not CONNECT)", req("connect hsecret:80 HTTP/1.1", hostWeb), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
 	// Bytes after a granted CONNECT header belong to the tunnel: a second
@@ -839,8 +856,9 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.socksRaw(sk, "half a greeting (stalled)", []byte{5, 2}, false, nil)
 	b.socksRaw(sk, "SOCKS4 CONNECT hsecret", append([]byte{4, 1, 0, 80}, append(sec4.AsSlice(), 'u', 0)...), false, []byte{0, 0x5b, 0, 0, 0, 0, 0, 0})
 	b.socksRaw(sk, "SOCKS4a CONNECT hsecret", append([]byte{4, 1, 0, 80, 0, 0, 0, 1, 'u', 0}, "hsecret\x00"...), false, []byte{0, 0x5b, 0, 0, 0, 0, 0, 0})
+	notHTTP := "tsconnect: not an HTTP request line: this port serves SOCKS5 (first byte 0x05) and HTTP proxy requests\n"
 	b.socksRaw(sk, "version byte 6 (served as HTTP)", []byte{6, 1, 0, '\r', '\n', '\r', '\n'}, false,
-		[]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"))
+		fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(notHTTP), notHTTP))
 
 	// Ports: the allowed name, address and suffix on ports their rules do
 	// not list; listeners on hweb :22 and :8080 would count a leak.
@@ -971,6 +989,7 @@ func TestHostileCorpus(t *testing.T) {
 			for _, rec := range lines[c] {
 				resolved, _ := rec["resolved"].(string)
 				rule, _ := rec["rule"].(string)
+				reason, _ := rec["reason"].(string)
 				switch rec["decision"] {
 				case "allow":
 					allow++
@@ -979,7 +998,9 @@ func TestHostileCorpus(t *testing.T) {
 					}
 				case "deny":
 					deny++
-					if rule != r.rule {
+					if hcIsReason(r.rule) && (rule != "" || reason != r.rule) {
+						t.Errorf("%s/%s: audit deny names rule %q, reason %q; want no rule, reason %q", r.cat, r.name, rule, reason, r.rule)
+					} else if !hcIsReason(r.rule) && rule != r.rule {
 						t.Errorf("%s/%s: audit deny names rule %q, want %q", r.cat, r.name, rule, r.rule)
 					}
 					fallthrough

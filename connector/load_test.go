@@ -344,14 +344,14 @@ func TestSlowloris(t *testing.T) {
 	before := c.ProxyStats()
 
 	// What each kind gets before the proxy closes: SOCKS5 clients nothing;
-	// Go's http.Server reads a request line cut short by the deadline as a
-	// malformed line and answers 400 before closing.
-	const bad400 = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
+	// an HTTP request line cut short, a 408 saying so.
+	const body408 = "tsconnect: no complete request line within 1s (the handshake timeout)\n"
+	timeout408 := fmt.Sprintf("HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body408), body408)
 	partial := []struct{ kind, msg, reply string }{
 		{"socks5 version byte only", "\x05", ""},
 		{"socks5 greeting missing a method", "\x05\x02\x00", ""},
-		{"http request line cut short", "GET http://slow-echo/ HT", bad400},
-		{"http CONNECT line cut short", "CONNECT slow-ec", bad400},
+		{"http request line cut short", "GET http://slow-echo/ HT", timeout408},
+		{"http CONNECT line cut short", "CONNECT slow-ec", timeout408},
 	}
 	stalls := make([]*stall, stalled)
 	var wg sync.WaitGroup

@@ -262,13 +262,13 @@ func TestProxy(t *testing.T) {
 					allow = true
 				}
 			case "deny":
-				if strings.Contains(rec["host"].(string), "psecret") && rec["rule"] != "" {
+				if strings.Contains(rec["host"].(string), "psecret") && rec["rule"] == "" && rec["reason"] == "no rule matches" {
 					deny = true
 				}
 			}
 		}
 		if !allow || !deny {
-			t.Errorf("audit has allow to pweb's tailnet IP: %v, deny of psecret with rule: %v\n%s", allow, deny, p.audit.String())
+			t.Errorf("audit has allow to pweb's tailnet IP: %v, deny of psecret for no rule: %v\n%s", allow, deny, p.audit.String())
 		}
 	})
 

@@ -107,13 +107,13 @@ func (e *DeniedError) Error() string {
 // interface{ Denied() bool; RuleName() string } without importing dnsfilter.
 func (e *DeniedError) Denied() bool { return true }
 
-// RuleName returns the rule that decided or, when none did, the reason.
-func (e *DeniedError) RuleName() string {
-	if e.Rule != "" {
-		return e.Rule
-	}
-	return e.Reason
-}
+// RuleName returns the rule that decided, "" when none did (no rule
+// matches, a malformed name).
+func (e *DeniedError) RuleName() string { return e.Rule }
+
+// DenialReason returns the short reason: "no rule matches", "port 22 not
+// in 443", "malformed name: …".
+func (e *DeniedError) DenialReason() string { return e.Reason }
 
 // Is reports whether target is ErrDenied.
 func (e *DeniedError) Is(target error) bool { return target == ErrDenied }

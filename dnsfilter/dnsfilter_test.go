@@ -488,8 +488,8 @@ func TestDeniedError(t *testing.T) {
 		t.Fatalf("Err = %v, want %s", err, want)
 	}
 	var de *DeniedError
-	if !errors.As(err, &de) || !de.Denied() || de.RuleName() != "no rule matches" {
-		t.Errorf("Err = %#v, want a *DeniedError naming the reason", err)
+	if !errors.As(err, &de) || !de.Denied() || de.RuleName() != "" || de.DenialReason() != "no rule matches" {
+		t.Errorf("Err = %#v, want a *DeniedError naming no rule, and the reason", err)
 	}
 	if !errors.Is(fmt.Errorf("dial: %w", err), ErrDenied) {
 		t.Errorf("errors.Is(%v, ErrDenied) = false", err)
@@ -508,8 +508,8 @@ func TestDeniedError(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("Err = %v, want %s", err, want)
 	}
-	if errors.As(err, &de); de.RuleName() != ".internal.example.com:443,8443" {
-		t.Errorf("RuleName() = %q, want the rule", de.RuleName())
+	if errors.As(err, &de); de.RuleName() != ".internal.example.com:443,8443" || de.DenialReason() != "port 22 not in 443,8443" {
+		t.Errorf("RuleName() = %q, DenialReason() = %q, want the rule and the reason", de.RuleName(), de.DenialReason())
 	}
 
 	err = l.Check("fd7a::1", 22).Err("fd7a::1", 22)

@@ -100,5 +100,6 @@
 // [Decision] names the rule that decided, or none, and a short reason, for
 // the audit log, and the canonical host it decided on; [Decision.Err] turns
 // a denial into a [*DeniedError], which implements
-// interface{ Denied() bool; RuleName() string } and matches [ErrDenied].
+// interface{ Denied() bool; RuleName() string; DenialReason() string } and
+// matches [ErrDenied].
 package dnsfilter

@@ -15,9 +15,10 @@ import (
 
 type notAllowed struct{ host string }
 
-func (e notAllowed) Error() string    { return e.host + " is not on the allowlist" }
-func (e notAllowed) Denied() bool     { return true }
-func (e notAllowed) RuleName() string { return "no rule matches" }
+func (e notAllowed) Error() string        { return e.host + " is not on the allowlist" }
+func (e notAllowed) Denied() bool         { return true }
+func (e notAllowed) RuleName() string     { return "" } // no rule decided
+func (e notAllowed) DenialReason() string { return "no rule matches" }
 
 func ExampleListen() {
 	// Stands in for a service inside the tailnet.
@@ -64,5 +65,5 @@ func ExampleListen() {
 	}
 	// Output:
 	// 200 hello from wiki
-	// 403 tsconnect: "evil.example.com:80" not allowed by allowlist rule: no rule matches
+	// 403 tsconnect: "evil.example.com:80" not allowed: no rule matches
 }

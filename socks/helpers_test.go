@@ -10,7 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,12 +18,18 @@ import (
 	"time"
 )
 
-// denyError is a policy denial as the dnsfilter package reports one.
-type denyError struct{ rule string }
+// denyError is a policy denial as the dnsfilter package reports one: the
+// rule that decided, if one did, and a reason.
+type denyError struct{ rule, reason string }
 
-func (e *denyError) Error() string    { return "denied by " + e.rule }
-func (e *denyError) Denied() bool     { return true }
-func (e *denyError) RuleName() string { return e.rule }
+func (e *denyError) Error() string        { return "denied by " + e.rule + e.reason }
+func (e *denyError) Denied() bool         { return true }
+func (e *denyError) RuleName() string     { return e.rule }
+func (e *denyError) DenialReason() string { return e.reason }
+
+// reasonNoMatch is dnsfilter's reason when no rule matched (and none is
+// named).
+const reasonNoMatch = "no rule matches"
 
 // fakeNet is the tests' Config.Dial and Config.Check: made-up names map to
 // loopback listeners, and a few names fail in particular ways.
@@ -50,7 +56,10 @@ func (f *fakeNet) Check(host string, port uint16) error {
 	defer f.mu.Unlock()
 	f.checked = append(f.checked, joinHostPort(host, port))
 	if rule, ok := f.deny[host]; ok {
-		return fmt.Errorf("dnsfilter: %w", &denyError{rule: rule})
+		if rule == reasonNoMatch {
+			return fmt.Errorf("dnsfilter: %w", &denyError{reason: rule})
+		}
+		return fmt.Errorf("dnsfilter: %w", &denyError{rule: rule, reason: "port " + strconv.Itoa(int(port)) + " not in the rule"})
 	}
 	return nil
 }
@@ -330,13 +339,4 @@ func expectClosed(t testing.TB, c net.Conn) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection still open after 3s")
 	}
-}
-
-func containsAll(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if !strings.Contains(s, sub) {
-			return false
-		}
-	}
-	return true
 }

@@ -68,6 +68,10 @@ func (s *Server) httpConnState(c net.Conn, state http.ConnState) {
 		return
 	}
 	switch state {
+	case http.StateActive:
+		cc.idleSince.Store(0)
+	case http.StateIdle:
+		cc.idleSince.Store(time.Now().UnixNano())
 	case http.StateHijacked:
 		cc.hijacked.Store(true)
 	case http.StateClosed:
@@ -170,8 +174,9 @@ func splitTarget(t string) (host string, port uint16, err error) {
 // the trace hooks about one request.
 type forwardState struct {
 	rec       *record
-	target    string // host:port to dial, host after Expand
-	authority string // URL host as the client sent it: the Host header upstream
+	target    string        // host:port to dial, host after Expand
+	authority string        // URL host as the client sent it: the Host header upstream
+	body      *countingBody // the client's request body, nil if none
 
 	mu       sync.Mutex
 	resolved string
@@ -251,6 +256,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request, cc *client
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countingBody{ReadCloser: r.Body}
 		out.Body = body
+		fs.body = body
 	}
 	rec.allow() // forwardError overrides
 	s.rp.ServeHTTP(cw, out)
@@ -278,6 +284,16 @@ func rewriteForward(pr *httputil.ProxyRequest) {
 // dialed, or failed before sending a response header.
 func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error) {
 	fs := r.Context().Value(fwdKey{}).(*forwardState)
+	if fs.body != nil {
+		if berr := fs.body.readErr(); berr != nil {
+			// The client's fault, not the target's: a malformed chunked
+			// body, say. The request was allowed and reached the target.
+			fs.rec.setError(fmt.Errorf("reading the client's request body: %w", berr))
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusBadRequest, "tsconnect: bad request body: %v\n", berr)
+			return
+		}
+	}
 	if r.Context().Err() != nil && !isTimeout(err) {
 		fs.rec.fail(err) // the client left, or Close: nobody to answer
 		w.WriteHeader(http.StatusBadGateway)
@@ -291,7 +307,7 @@ func (s *Server) httpFail(w http.ResponseWriter, rec *record, err error, target 
 	var pe *policyError
 	switch {
 	case errors.As(err, &pe):
-		rec.deny(pe.rule, err)
+		rec.deny(pe.rule, pe.reason, err)
 		httpError(w, http.StatusForbidden, "tsconnect: %v\n", pe)
 	case isTimeout(err):
 		rec.fail(err)
@@ -319,7 +335,7 @@ func (s *Server) authorizedHTTP(r *http.Request) bool {
 }
 
 func (s *Server) requireAuth(w http.ResponseWriter, rec *record) {
-	rec.deny("proxy-auth", errors.New("missing or wrong Proxy-Authorization"))
+	rec.deny("proxy-auth", "proxy authentication required", errors.New("missing or wrong Proxy-Authorization"))
 	w.Header().Set("Proxy-Authenticate", `Basic realm="tsconnect"`)
 	httpError(w, http.StatusProxyAuthRequired, "tsconnect: proxy authentication required\n")
 }
@@ -352,17 +368,34 @@ func (s *Server) refuseHTTP(cc *clientConn) {
 	s.finish(rec)
 }
 
-// countingBody counts request body bytes; the Transport reads it from its
-// own goroutine.
+// countingBody counts request body bytes, and keeps the first error
+// reading them other than EOF; the Transport reads it from its own
+// goroutine.
 type countingBody struct {
 	io.ReadCloser
 	n atomic.Int64
+
+	mu  sync.Mutex
+	err error
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
 	return n, err
+}
+
+func (b *countingBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 // countingWriter counts response body bytes. Unwrap lets

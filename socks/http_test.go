@@ -2,6 +2,7 @@ package socks
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -153,6 +154,7 @@ func TestHTTPErrors(t *testing.T) {
 	defer upstream.Close()
 	fn.add("evil.example.com", upstream.Listener.Addr().String())
 	fn.deny["evil.example.com"] = "no rule matches"
+	fn.deny["ruled.test"] = "ruled.test:443"
 	fn.add("refused.test", closedPort(t))
 	s := startProxy(t, fn, Config{DialTimeout: 200 * time.Millisecond})
 
@@ -163,9 +165,11 @@ func TestHTTPErrors(t *testing.T) {
 		wantBody string
 	}{
 		{"connect denied", "CONNECT evil.example.com:443 HTTP/1.1\r\nHost: evil.example.com:443\r\n\r\n", 403,
-			`tsconnect: "evil.example.com:443" not allowed by allowlist rule: no rule matches`},
+			`tsconnect: "evil.example.com:443" not allowed: no rule matches`},
 		{"get denied", "GET http://evil.example.com/ HTTP/1.1\r\nHost: evil.example.com\r\n\r\n", 403,
-			`tsconnect: "evil.example.com:80" not allowed by allowlist rule: no rule matches`},
+			`tsconnect: "evil.example.com:80" not allowed: no rule matches`},
+		{"get denied by a rule", "GET http://ruled.test/ HTTP/1.1\r\nHost: ruled.test\r\n\r\n", 403,
+			`tsconnect: "ruled.test:80" not allowed by allowlist rule: ruled.test:443`},
 		{"connect dial denied", "CONNECT late-deny.test:443 HTTP/1.1\r\n\r\n", 403, "allowlist rule: no route"},
 		{"connect refused", "CONNECT refused.test:80 HTTP/1.1\r\n\r\n", 502, "cannot connect"},
 		{"get refused", "GET http://refused.test/ HTTP/1.1\r\nHost: refused.test\r\n\r\n", 502, "cannot connect"},
@@ -177,10 +181,18 @@ func TestHTTPErrors(t *testing.T) {
 		{"https absolute form", "GET https://web.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "CONNECT"},
 		{"connect no port", "CONNECT web.test HTTP/1.1\r\n\r\n", 400, ""},
 		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 403, "malformed host name"},
-		{"connect CR in target", "CONNECT web.test\r:443 HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect CRLF injection", "CONNECT web.test:443\r\nHost: x HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect escaped CRLF", "CONNECT web.test%0d%0a:443 HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect space", "CONNECT web.test :443 HTTP/1.1\r\n\r\n", 400, ""},
+		{"connect CR in target", "CONNECT web.test\r:443 HTTP/1.1\r\n\r\n", 403, `"web.test\r:443" not allowed: malformed host name`},
+		{"connect CRLF injection", "CONNECT web.test:443\r\nHost: x HTTP/1.1\r\n\r\n", 400, "malformed request line: no HTTP version"},
+		{"connect escaped CRLF", "CONNECT web.test%0d%0a:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
+		{"connect space", "CONNECT web.test :443 HTTP/1.1\r\n\r\n", 403, `"web.test :443" not allowed: malformed host name`},
+		{"connect bracketed name", "CONNECT [web.test]:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
+		{"connect zone", "CONNECT [fe80::1%eth0]:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
+		{"connect bad port", "CONNECT web.test:+443 HTTP/1.1\r\n\r\n", 400, `bad CONNECT target "web.test:+443"`},
+		{"get NUL in host", "GET http://web.test%00/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, `"web.test%00:80" not allowed: malformed host name`},
+		{"get fragment in host", "GET http://evil.test#@web.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed host name"},
+		{"get bad escape in path", "GET http://web.test/%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400, `malformed request line: parse "http://web.test/%zz": invalid URL escape "%zz"`},
+		{"get no version", "GET http://web.test/\r\n\r\n", 400, "no HTTP version"},
+		{"TLS to the proxy", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "use http:// in the proxy URL"},
 		{"connect userinfo", "CONNECT user@web.test:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
 		{"get bad host", "GET http://we_b!.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed host name"},
 	} {
@@ -196,6 +208,33 @@ func TestHTTPErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHTTPBadBody: a request body the proxy cannot read (a chunk size line
+// ending with a bare LF) is the client's error: 400 saying so, and an
+// audit line that says the client's body broke, not that the target could
+// not be reached.
+func TestHTTPBadBody(t *testing.T) {
+	fn := newFakeNet()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer upstream.Close()
+	fn.add("web.test", upstream.Listener.Addr().String())
+	audit := new(lockedBuffer)
+	s := startProxy(t, fn, Config{Audit: audit})
+	res, body := rawHTTP(t, s, "POST http://web.test/ HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n")
+	if res.StatusCode != 400 || !strings.HasPrefix(body, "tsconnect: bad request body: ") {
+		t.Errorf("got %d %q, want 400 naming the bad body", res.StatusCode, body)
+	}
+	s.Close()
+	var rec AuditRecord
+	if err := json.Unmarshal([]byte(audit.String()), &rec); err != nil {
+		t.Fatalf("audit %q: %v", audit.String(), err)
+	}
+	if rec.Decision != "allow" || !strings.HasPrefix(rec.Error, "reading the client's request body: ") || rec.Resolved != upstream.Listener.Addr().String() {
+		t.Errorf("audit line %+v: want allow (the request reached web.test), with the body's error", rec)
 	}
 }
 

@@ -18,29 +18,45 @@ import (
 // any other name the allowlist does not allow (SOCKS5 0x02, HTTP 403).
 var errBadHost = errors.New("malformed host name (want letters, digits, '-', '_' and dots, or an IP address without a zone)")
 
-// policyError is a denial by Check or Dial.
+// policyError is a denial by Check or Dial, or of a malformed host.
 type policyError struct {
 	target string // host:port as checked
 	rule   string // "" if the error did not name one
+	reason string // short reason, "" if the error did not give one
 	err    error
 }
 
+func newPolicyError(target string, err error) *policyError {
+	pe := &policyError{target: target, err: err}
+	var d Denial
+	if errors.As(err, &d) && d.Denied() {
+		pe.rule = d.RuleName()
+		if r, ok := d.(interface{ DenialReason() string }); ok {
+			pe.reason = r.DenialReason()
+		}
+	}
+	if err == errBadHost {
+		pe.reason = "malformed host name"
+	}
+	return pe
+}
+
 func (e *policyError) Error() string {
-	if e.rule != "" {
+	switch {
+	case e.rule != "":
 		return fmt.Sprintf("%q not allowed by allowlist rule: %s", e.target, e.rule)
+	case e.reason != "" && e.err != errBadHost:
+		return fmt.Sprintf("%q not allowed: %s", e.target, e.reason)
 	}
 	return fmt.Sprintf("%q not allowed: %v", e.target, e.err)
 }
 
 func (e *policyError) Unwrap() error { return e.err }
 
-// asDenial reports whether err is a policy denial, and the rule's name.
-func asDenial(err error) (rule string, ok bool) {
+// isDenial reports whether err is a policy denial.
+func isDenial(err error) bool {
 	var d Denial
-	if errors.As(err, &d) && d.Denied() {
-		return d.RuleName(), true
-	}
-	return "", false
+	return errors.As(err, &d) && d.Denied()
 }
 
 // validHost reports whether h is an IP literal without a zone, or a DNS name
@@ -81,15 +97,14 @@ func parsePort(p string) (uint16, bool) {
 // the host to dial or a *policyError (errBadHost for a malformed host).
 func (s *Server) prepare(host string, port uint16) (string, error) {
 	if !validHost(host) {
-		return host, &policyError{target: joinHostPort(host, port), err: errBadHost}
+		return host, newPolicyError(joinHostPort(host, port), errBadHost)
 	}
 	if _, err := netip.ParseAddr(host); err != nil && s.cfg.Expand != nil {
 		host = s.cfg.Expand(host)
 	}
 	if s.cfg.Check != nil {
 		if err := s.cfg.Check(host, port); err != nil {
-			rule, _ := asDenial(err)
-			return host, &policyError{target: joinHostPort(host, port), rule: rule, err: err}
+			return host, newPolicyError(joinHostPort(host, port), err)
 		}
 	}
 	return host, nil
@@ -127,8 +142,8 @@ func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	defer stop()
 	c, err := s.cfg.Dial(ctx, network, addr)
 	if err != nil {
-		if rule, ok := asDenial(err); ok {
-			return nil, &policyError{target: addr, rule: rule, err: err}
+		if isDenial(err) {
+			return nil, newPolicyError(addr, err)
 		}
 		if s.ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", errServerClosed, err)

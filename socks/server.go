@@ -116,11 +116,17 @@ type Config struct {
 	// DialTimeout bounds each Dial. 0 means 15s.
 	DialTimeout time.Duration
 
-	// MaxConns bounds concurrent client connections. 0 means 1024. Beyond it
-	// a client is refused cleanly (SOCKS5 reply 0x01 general failure, HTTP
-	// 503) and disconnected. An HTTP keep-alive connection keeps its slot
-	// while idle between requests, for at most 90s (or IdleTimeout if
-	// shorter).
+	// MaxConns bounds concurrent client connections. 0 means 1024. When
+	// all are in use, a new client takes the slot of the connection idle
+	// longest — one that has not sent a complete SOCKS5 request yet (or
+	// anything at all), or an HTTP keep-alive connection between requests
+	// — which is closed (Stats.Evicted). Only when every slot carries a
+	// request or a tunnel is a client refused cleanly (SOCKS5 reply 0x01
+	// general failure, HTTP 503) and disconnected; with 64 refusals
+	// already under way, further connections are closed at once, with no
+	// reply. An HTTP keep-alive connection keeps its slot while idle
+	// between requests for at most 90s (or IdleTimeout if shorter), unless
+	// a new client needs it.
 	MaxConns int
 
 	// Audit, if set, receives one JSON line per client connection (per
@@ -137,12 +143,16 @@ type Config struct {
 // Denial is how Check and Dial report a policy denial. An error returned by
 // either is a denial (SOCKS5 reply 0x02, HTTP 403, audit decision "deny") if
 // errors.As finds in it an error implementing Denial with Denied() true;
-// RuleName names the rule in the HTTP 403 body and the audit line. Any error
-// from Check denies, whether or not it implements Denial; from Dial, other
-// errors are connection failures (SOCKS5 0x01/0x03-0x06, HTTP 502/504).
+// RuleName names the rule that decided ("" when none did) in the HTTP 403
+// body and the audit line's "rule". If the error also has a method
+// DenialReason() string, that short reason ("no rule matches", "port 22 not
+// in 443") is the audit line's "reason" and, with no rule, the 403's. Any
+// error from Check denies, whether or not it implements Denial; from Dial,
+// other errors are connection failures (SOCKS5 0x01/0x03-0x06, HTTP
+// 502/504).
 //
 // The policy package need not import this one: any type with these methods
-// will do.
+// will do (dnsfilter's DeniedError has all three).
 type Denial interface {
 	Denied() bool
 	RuleName() string
@@ -156,6 +166,7 @@ type Stats struct {
 	Denied   int64 // refused by policy (Check or Dial) or by proxy authentication
 	Failed   int64 // everything else that ended badly: malformed requests, dial errors, refusals at MaxConns
 	Refused  int64 // connections refused because MaxConns were in use (also counted in Failed)
+	Evicted  int64 // idle client connections closed to give their slot to a new client at MaxConns
 
 	BytesUp   int64 // payload bytes from clients to targets
 	BytesDown int64 // payload bytes from targets to clients
@@ -164,8 +175,8 @@ type Stats struct {
 }
 
 type counters struct {
-	accepted, active, allowed, denied, failed, refused atomic.Int64
-	bytesUp, bytesDown                                 atomic.Int64
+	accepted, active, allowed, denied, failed, refused, evicted atomic.Int64
+	bytesUp, bytesDown                                          atomic.Int64
 }
 
 // Server is a running proxy. Create it with [Listen]; stop it with
@@ -312,6 +323,7 @@ func (s *Server) Stats() Stats {
 		Denied:       s.st.denied.Load(),
 		Failed:       s.st.failed.Load(),
 		Refused:      s.st.refused.Load(),
+		Evicted:      s.st.evicted.Load(),
 		BytesUp:      s.st.bytesUp.Load(),
 		BytesDown:    s.st.bytesDown.Load(),
 		AuditDropped: s.audit.dropped.Load(),
@@ -399,11 +411,16 @@ func (s *Server) acceptLoop() {
 		delay = 0
 		s.st.accepted.Add(1)
 		cc := &clientConn{Conn: c, s: s}
+		cc.idleSince.Store(time.Now().UnixNano())
 		select {
 		case s.slots <- struct{}{}:
-			cc.slot = true
+			cc.slot.Store(true)
 			s.st.active.Add(1)
 		default:
+			if s.evictIdle() {
+				cc.slot.Store(true) // the evicted connection's
+				break
+			}
 			select {
 			case s.refusals <- struct{}{}:
 				cc.refusing = true
@@ -449,7 +466,11 @@ func (s *Server) serveConn(cc *clientConn) {
 	cc.br = bufio.NewReaderSize(cc.Conn, 512)
 	first, err := cc.br.Peek(1)
 	if err != nil {
-		if isTimeout(err) {
+		if cc.evicted.Load() {
+			rec := s.newRecord(cc, "unknown", cc.start)
+			rec.fail(errEvicted)
+			s.finish(rec)
+		} else if isTimeout(err) {
 			rec := s.newRecord(cc, "unknown", cc.start)
 			rec.fail(fmt.Errorf("handshake timeout: no data within %v", s.cfg.HandshakeTimeout))
 			s.finish(rec)
@@ -466,6 +487,9 @@ func (s *Server) serveConn(cc *clientConn) {
 			s.refuseHTTP(cc)
 			return
 		}
+		if s.checkRequestLine(cc) {
+			return
+		}
 		// http.Server sets its own read deadlines (ReadHeaderTimeout), but
 		// not write deadlines: clear ours.
 		cc.SetDeadline(time.Time{})
@@ -473,19 +497,56 @@ func (s *Server) serveConn(cc *clientConn) {
 	}
 }
 
+// evictIdle frees a slot when all MaxConns are taken: it closes the
+// client connection that has been idle longest (see clientConn.idleSince)
+// and reports true, its slot then being the caller's to take; false if
+// every slot carries a request or a tunnel. So connections that send
+// nothing, or stall their handshake, cannot lock clients out: they hold
+// a slot only while none is needed.
+func (s *Server) evictIdle() bool {
+	var victim *clientConn
+	s.mu.Lock()
+	for c := range s.conns {
+		cc, ok := c.(*clientConn)
+		if !ok || !cc.slot.Load() {
+			continue
+		}
+		if t := cc.idleSince.Load(); t != 0 && (victim == nil || t < victim.idleSince.Load()) {
+			victim = cc
+		}
+	}
+	s.mu.Unlock()
+	if victim == nil || !victim.slot.CompareAndSwap(true, false) {
+		return false
+	}
+	s.st.evicted.Add(1)
+	s.cfg.Logf("socks: %v: idle for %v, closed to admit a new client (%d connections in use, Config.MaxConns)",
+		victim.RemoteAddr(), time.Since(time.Unix(0, victim.idleSince.Load())).Round(time.Millisecond), s.cfg.MaxConns)
+	victim.evicted.Store(true)
+	victim.Close()
+	return true
+}
+
+var errEvicted = errors.New("closed while idle, before any request, to admit a new client (Config.MaxConns in use)")
+
 // clientConn is an accepted client connection. Reads first drain the bytes
 // buffered while sniffing the protocol.
 type clientConn struct {
 	net.Conn
-	s        *Server
-	br       *bufio.Reader // set before any Read; holds the sniffed bytes
-	start    time.Time
-	slot     bool // holds one of s.slots
-	refusing bool // holds one of s.refusals instead: refuse cleanly
-	counted  bool // counted in s.wg
+	s     *Server
+	br    *bufio.Reader // set before any Read; holds the sniffed bytes
+	start time.Time
+	slot  atomic.Bool // holds one of s.slots
+	// idleSince is when the connection last had nothing in progress
+	// (UnixNano): accepted and no complete SOCKS5 request yet, or an HTTP
+	// connection between requests; 0 while a request or tunnel is.
+	idleSince atomic.Int64
+	refusing  bool // holds one of s.refusals instead: refuse cleanly
+	counted   bool // counted in s.wg
 
 	requests atomic.Int64 // HTTP requests seen by the handler
 	hijacked atomic.Bool  // HTTP connection hijacked (CONNECT, upgrades)
+	evicted  atomic.Bool  // closed by evictIdle
 
 	closeOnce   sync.Once
 	closeErr    error
@@ -514,7 +575,7 @@ func (c *clientConn) CloseWrite() error { return closeWrite(c.Conn) }
 // goroutine served it last.
 func (c *clientConn) release() {
 	c.releaseOnce.Do(func() {
-		if c.slot {
+		if c.slot.Swap(false) {
 			<-c.s.slots
 			c.s.st.active.Add(-1)
 		}

@@ -169,6 +169,57 @@ func TestMaxConns(t *testing.T) {
 	roundTrip(t, c, "slot is free again")
 }
 
+// TestMaxConnsEvictsIdle: a connection that sends nothing or stalls its
+// handshake holds a slot only until a client needs it: at MaxConns a new
+// client takes the slot of the one idle longest, which is closed. Busy
+// tunnels are never evicted; with every slot busy, a client is refused.
+func TestMaxConnsEvictsIdle(t *testing.T) {
+	fn := newFakeNet()
+	es := newTCPServer(t, echo)
+	fn.add("echo.test", es.addr())
+	audit := new(lockedBuffer)
+	// No handshake timeout to speak of: only eviction frees the slots.
+	s := startProxy(t, fn, Config{MaxConns: 3, HandshakeTimeout: time.Hour, Audit: audit})
+	addr := s.Addr().String()
+	tunnel := func(what string) net.Conn {
+		t.Helper()
+		c := socksDial(t, addr, "", "")
+		if got := socksRequest(t, c, 1, "echo.test", 7); got != 0 {
+			t.Fatalf("%s: reply 0x%02x", what, got)
+		}
+		roundTrip(t, c, what)
+		return c
+	}
+
+	busy := tunnel("busy")
+	silent, err := net.Dial("tcp", addr) // sends nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	waitFor(t, "silent admitted", func() bool { return s.Stats().Active == 2 })
+	stalled := socksDial(t, addr, "", "") // greeting, then no request
+	waitFor(t, "stalled admitted", func() bool { return s.Stats().Active == 3 })
+
+	tunnel("takes the silent one's slot")
+	expectClosed(t, silent)
+	tunnel("takes the stalled one's slot")
+	expectClosed(t, stalled)
+
+	c := socksDial(t, addr, "", "")
+	if got := socksRequest(t, c, 1, "echo.test", 7); got != 0x01 {
+		t.Errorf("every slot busy: reply 0x%02x, want 0x01", got)
+	}
+	roundTrip(t, busy, "the busy tunnel was never evicted")
+	if st := s.Stats(); st.Evicted != 2 || st.Refused != 1 || st.Active != 3 {
+		t.Errorf("stats = %+v, want Evicted 2, Refused 1, Active 3", st)
+	}
+	s.Close()
+	if !strings.Contains(audit.String(), errEvicted.Error()) {
+		t.Errorf("no audit line says the silent connection was evicted:\n%s", audit)
+	}
+}
+
 // TestCloseEndsEverything: Close ends SOCKS5 and CONNECT tunnels, idle
 // keep-alive and half-done connections, and leaves no goroutines behind.
 func TestCloseEndsEverything(t *testing.T) {
@@ -278,6 +329,7 @@ func TestAudit(t *testing.T) {
 	es := newTCPServer(t, echo)
 	fn.add("echo.test", es.addr())
 	fn.deny["evil.test"] = "no rule matches"
+	fn.deny["ruled.test"] = "ruled.test:443"
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
 	}))
@@ -306,18 +358,24 @@ func TestAudit(t *testing.T) {
 	settle()
 	rawHTTP(t, s, "CONNECT refused.test:1 HTTP/1.1\r\n\r\n")
 	settle()
-	rawHTTP(t, s, "GET /\r\n\r\n") // malformed: http.Server answers 400 itself
+	rawHTTP(t, s, "GET /\r\n\r\n") // malformed: no HTTP version
+	settle()
+	rawHTTP(t, s, "CONNECT ruled.test:22 HTTP/1.1\r\n\r\n")
+	settle()
+	rawHTTP(t, s, "CONNECT ruled.test%00:22 HTTP/1.1\r\n\r\n") // one net/http refuses
 	settle()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	want := []struct{ protocol, host, decision, rule string }{
-		{"socks5", "echo.test", "allow", ""},
-		{"socks5", "evil.test", "deny", "no rule matches"},
-		{"http", "web.test", "allow", ""},
-		{"http-connect", "refused.test", "error", ""},
-		{"http", "", "error", ""},
+	want := []struct{ protocol, host, decision, rule, reason string }{
+		{"socks5", "echo.test", "allow", "", ""},
+		{"socks5", "evil.test", "deny", "", "no rule matches"},
+		{"http", "web.test", "allow", "", ""},
+		{"http-connect", "refused.test", "error", "", ""},
+		{"http", "", "error", "", ""},
+		{"http-connect", "ruled.test", "deny", "ruled.test:443", "port 22 not in the rule"},
+		{"http-connect", "ruled.test%00", "deny", "", "malformed host name"},
 	}
 	lines := strings.Split(strings.TrimSuffix(audit.String(), "\n"), "\n")
 	if len(lines) != len(want) {
@@ -342,8 +400,8 @@ func TestAudit(t *testing.T) {
 			t.Errorf("line %d client %q: %v", i, r.Client, err)
 		}
 		w := want[i]
-		if r.Protocol != w.protocol || r.Host != w.host || r.Decision != w.decision || r.Rule != w.rule {
-			t.Errorf("line %d = %s\nwant protocol %q host %q decision %q rule %q", i, line, w.protocol, w.host, w.decision, w.rule)
+		if r.Protocol != w.protocol || r.Host != w.host || r.Decision != w.decision || r.Rule != w.rule || r.Reason != w.reason {
+			t.Errorf("line %d = %s\nwant protocol %q host %q decision %q rule %q reason %q", i, line, w.protocol, w.host, w.decision, w.rule, w.reason)
 		}
 		if (r.Decision == "allow") == (r.Error != "") {
 			t.Errorf("line %d: decision %q with error %q", i, r.Decision, r.Error)
@@ -359,7 +417,7 @@ func TestAudit(t *testing.T) {
 	if third.BytesDown != 5 || third.Resolved != upstream.Listener.Addr().String() {
 		t.Errorf("http line = %+v", third)
 	}
-	if st := s.Stats(); st.Allowed != 2 || st.Denied != 1 || st.Failed != 2 || st.BytesUp != 5 || st.BytesDown != 10 {
+	if st := s.Stats(); st.Allowed != 2 || st.Denied != 3 || st.Failed != 2 || st.BytesUp != 5 || st.BytesDown != 10 {
 		t.Errorf("stats = %+v", st)
 	}
 }
