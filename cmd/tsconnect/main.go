@@ -45,6 +45,9 @@ func main() {
 	if err := harden(); err != nil {
 		fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot disable core dumps: %v\n", err)
 	}
+	if err := wipeInitialEnviron(); err != nil {
+		fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot clear secrets from /proc/%d/environ: %v\n", os.Getpid(), err)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

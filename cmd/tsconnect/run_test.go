@@ -116,6 +116,33 @@ func TestRunEnvironment(t *testing.T) {
 	}
 }
 
+// TestRootChildEnviron: a wrapped command running as root, which may read
+// its parent's /proc files despite PR_SET_DUMPABLE 0, finds no key or
+// token in tsconnect's /proc/<pid>/environ or cmdline: tsconnect zeroes
+// their values in its initial environment block.
+func TestRootChildEnviron(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only a root child can read an undumpable parent's /proc/<pid>/environ")
+	}
+	tn := newTailnet(t, "")
+	const vaultToken = "hvs.vault-token-must-not-leak"
+	const baoToken = "s.openbao-token-must-not-leak"
+	p := tsc(t, tn.env("VAULT_TOKEN="+vaultToken, "BAO_TOKEN="+baoToken, "TS_AUTH_KEY="+tn.key, "KEEP_ME=yes"),
+		"run", "--listen", "127.0.0.1:0", "--", "sh", "-c", `tr '\0' '\n' < /proc/$PPID/environ && echo --- && tr '\0' ' ' < /proc/$PPID/cmdline`)
+	out := p.stdout.String()
+	if p.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", p.code, out, p.stderr)
+	}
+	if !strings.Contains(out, "\nKEEP_ME=yes\n") || !strings.Contains(out, "\nTS_AUTH_KEY=\n") || !strings.Contains(out, "---\n") {
+		t.Fatalf("the child did not read tsconnect's environ and cmdline (else this proves nothing):\n%q", out)
+	}
+	for _, secret := range []string{tn.key, vaultToken, baoToken} {
+		if strings.Contains(out, secret) {
+			t.Errorf("a root child read a secret from tsconnect's /proc/<pid>/environ or cmdline")
+		}
+	}
+}
+
 // TestRunCurl: curl, with nothing but the environment tsconnect gives it,
 // reaches a service on the tailnet; with an allowlist that leaves the
 // service out, it gets a 403 from the proxy and the service sees nothing.
