@@ -80,11 +80,20 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 		return code
 	}
 	defer s.closeOnPanic()
+	if os.Geteuid() == 0 {
+		sio.logf("%s", rootChildWarning(argv[0]))
+	}
 	code = runChild(ctx, s, listeners, path, argv, sigc, sio)
 	if sig := s.close(sigc); sig != nil {
 		return signalExit(sig)
 	}
 	return code
+}
+
+// rootChildWarning says what a command run as root can read of tsconnect:
+// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
+func rootChildWarning(command string) string {
+	return fmt.Sprintf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", command, os.Getpid())
 }
 
 // runChild starts the forwards and the command, passes signals on, and

@@ -141,6 +141,10 @@ func TestRootChildEnviron(t *testing.T) {
 			t.Errorf("a root child read a secret from tsconnect's /proc/<pid>/environ or cmdline")
 		}
 	}
+	// What it can still read, tsconnect says.
+	if !strings.Contains(p.stderr.String(), "tsconnect: warning: sh runs as root, as tsconnect does, so it may read tsconnect's memory") {
+		t.Errorf("no warning that a root child can read tsconnect's memory:\n%s", p.stderr)
+	}
 }
 
 // TestRunCurl: curl, with nothing but the environment tsconnect gives it,
