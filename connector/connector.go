@@ -573,8 +573,8 @@ func validTags(tags []string) error {
 // hidePeerAPI shuts down the host socket that tsnet opens for the node's
 // peer API on every interface (see internal/peerapi): the connector listens
 // on the host only where its proxy and the caller's forwards do. Called
-// once the node runs and after each network map change (the node opens a
-// new listener when its addresses change).
+// once the node runs and after each network map change that moves the
+// node's own addresses (the node then opens a new listener).
 func (c *Connector) hidePeerAPI() {
 	// Not a context the caller may cancel: see demonet's node.up on
 	// LocalAPI requests cancelled just after their connection was made.
@@ -584,7 +584,7 @@ func (c *Connector) hidePeerAPI() {
 	if err != nil || st.Self == nil {
 		return
 	}
-	if n, err := peerapi.ShutdownHost(peerapi.Ports(st.Self.PeerAPIURL)); err != nil {
+	if n, err := peerapi.ShutdownHost(st.Self.PeerAPIURL); err != nil {
 		c.userLogf("warning: %v", err)
 	} else if n > 0 {
 		c.logf("connector: shut down the peer API's host listener (%v); peers still reach it through netstack", st.Self.PeerAPIURL)

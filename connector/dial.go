@@ -227,8 +227,13 @@ func (c *Connector) startWatch(ctx context.Context) error {
 		defer close(c.watchDone)
 		for range changed {
 			if nm, err := c.readNetMap(wctx); err == nil {
+				old := c.view.load()
 				c.applyNetMap(nm)
-				c.hidePeerAPI()
+				// The peer API listens anew only when the node's own
+				// addresses change.
+				if v := c.view.load(); old == nil || v.self4 != old.self4 || v.self6 != old.self6 {
+					c.hidePeerAPI()
+				}
 			} else if wctx.Err() == nil {
 				c.logf("connector: reading the network map after a change: %v", err)
 			}

@@ -70,7 +70,7 @@ func startNode(ctx context.Context, controlURL, authKey string, sp serviceSpec, 
 	}
 	// Everything the demo starts listens on 127.0.0.1 only: not the peer
 	// API's host socket on 0.0.0.0 either (see internal/peerapi).
-	if _, err := peerapi.ShutdownHost(peerapi.Ports(st.Self.PeerAPIURL)); err != nil {
+	if _, err := peerapi.ShutdownHost(st.Self.PeerAPIURL); err != nil {
 		return nil, fmt.Errorf("demonet: service node %q: %w", sp.name, err)
 	}
 	svc := &Service{

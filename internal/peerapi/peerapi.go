@@ -22,14 +22,13 @@
 package peerapi
 
 import (
-	"net/netip"
 	"net/url"
 	"strconv"
 )
 
-// Ports returns the ports of a node's peer API URLs (ipnstate's
+// ports returns the ports of a node's peer API URLs (ipnstate's
 // PeerStatus.PeerAPIURL, "http://100.64.0.1:45678").
-func Ports(urls []string) map[uint16]bool {
+func ports(urls []string) map[uint16]bool {
 	ports := map[uint16]bool{}
 	for _, s := range urls {
 		u, err := url.Parse(s)
@@ -42,6 +41,3 @@ func Ports(urls []string) map[uint16]bool {
 	}
 	return ports
 }
-
-// isWildcard reports whether a listening address is every interface's.
-func isWildcard(a netip.Addr) bool { return a.IsUnspecified() }

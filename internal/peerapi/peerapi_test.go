@@ -24,9 +24,9 @@ func TestParseProcAddr(t *testing.T) {
 }
 
 func TestPorts(t *testing.T) {
-	got := Ports([]string{"http://100.64.0.1:45678", "http://[fd7a:115c:a1e0::1]:45678", "bad\x7f", "http://x/"})
+	got := ports([]string{"http://100.64.0.1:45678", "http://[fd7a:115c:a1e0::1]:45678", "bad\x7f", "http://x/"})
 	if len(got) != 1 || !got[45678] {
-		t.Errorf("Ports = %v", got)
+		t.Errorf("ports = %v", got)
 	}
 }
 
@@ -54,7 +54,7 @@ func TestShutdownHost(t *testing.T) {
 		accepted <- err
 	}()
 
-	n, err := ShutdownHost(map[uint16]bool{port: true, uint16(loop.Addr().(*net.TCPAddr).Port): true})
+	n, err := ShutdownHost([]string{"http://100.64.0.1:" + strconv.Itoa(int(port)), "http://100.64.0.1:" + strconv.Itoa(loop.Addr().(*net.TCPAddr).Port)})
 	if err != nil || n != 1 {
 		t.Fatalf("ShutdownHost = %d, %v; want 1 socket", n, err)
 	}

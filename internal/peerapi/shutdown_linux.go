@@ -14,16 +14,18 @@ import (
 )
 
 // ShutdownHost shuts down this process's TCP sockets listening on every
-// interface (0.0.0.0 or ::) on one of ports, and returns how many it shut.
+// interface (0.0.0.0 or ::) on the port of one of a node's peer API URLs
+// (ipnstate's PeerStatus.PeerAPIURL), and returns how many it shut.
 // Sockets on a specific address are left alone: the peer API's is the only
 // wildcard one a node opens, and a program's own listeners on those ports
 // would not be on a port the kernel gave the node.
-func ShutdownHost(ports map[uint16]bool) (int, error) {
+func ShutdownHost(peerAPIURLs []string) (int, error) {
+	ports := ports(peerAPIURLs)
 	if len(ports) == 0 {
 		return 0, nil
 	}
-	inodes, err := Listening("/proc/self", func(ap netip.AddrPort) bool {
-		return isWildcard(ap.Addr()) && ports[ap.Port()]
+	inodes, err := listening("/proc/self", func(ap netip.AddrPort) bool {
+		return ap.Addr().IsUnspecified() && ports[ap.Port()]
 	})
 	if err != nil || len(inodes) == 0 {
 		return 0, err
@@ -44,10 +46,10 @@ func ShutdownHost(ports map[uint16]bool) (int, error) {
 	return n, nil
 }
 
-// Listening returns the TCP listening sockets in proc's network namespace
+// listening returns the TCP listening sockets in proc's network namespace
 // (proc is "/proc/self" or "/proc/<pid>") that keep returns true for, by
 // socket inode.
-func Listening(proc string, keep func(netip.AddrPort) bool) (map[string]netip.AddrPort, error) {
+func listening(proc string, keep func(netip.AddrPort) bool) (map[string]netip.AddrPort, error) {
 	out := map[string]netip.AddrPort{}
 	for _, f := range []string{"tcp", "tcp6"} {
 		b, err := os.ReadFile(filepath.Join(proc, "net", f))
@@ -97,7 +99,7 @@ func socketFDs(proc string) (map[string][]int, error) {
 // ProcessListeners returns the TCP addresses process proc listens on: the
 // listening sockets of its namespace that it holds a descriptor of.
 func ProcessListeners(proc string) ([]netip.AddrPort, error) {
-	all, err := Listening(proc, nil)
+	all, err := listening(proc, nil)
 	if err != nil {
 		return nil, err
 	}
