@@ -44,14 +44,15 @@ func ScrubEnv(env []string) []string {
 			out = append(out, kv)
 			continue
 		}
-		if !isSecretEnv(name) {
+		if !IsSecretEnv(name) {
 			out = append(out, kv)
 		}
 	}
 	return out
 }
 
-func isSecretEnv(name string) bool {
+// IsSecretEnv reports whether the variable name is one of [SecretEnvVars].
+func IsSecretEnv(name string) bool {
 	if runtime.GOOS == "windows" {
 		name = strings.ToUpper(name)
 	}

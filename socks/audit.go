@@ -52,6 +52,15 @@ func (s *Server) newRecord(cc *clientConn, protocol string, start time.Time) *re
 
 func (r *record) allow() { r.Decision = decisionAllow }
 
+// Proxy authentication's denials: the rule and reason audit lines name.
+const (
+	ruleProxyAuth   = "proxy-auth"
+	reasonProxyAuth = "proxy authentication required"
+)
+
+// denyPolicy records a denial by policy, or of a malformed host.
+func (r *record) denyPolicy(pe *policyError) { r.deny(pe.rule, pe.reason, pe) }
+
 func (r *record) deny(rule, reason string, err error) {
 	r.Decision = decisionDeny
 	r.Rule, r.Reason = rule, reason

@@ -307,7 +307,7 @@ func (s *Server) httpFail(w http.ResponseWriter, rec *record, err error, target 
 	var pe *policyError
 	switch {
 	case errors.As(err, &pe):
-		rec.deny(pe.rule, pe.reason, err)
+		rec.denyPolicy(pe)
 		httpError(w, http.StatusForbidden, "tsconnect: %v\n", pe)
 	case isTimeout(err):
 		rec.fail(err)
@@ -335,7 +335,7 @@ func (s *Server) authorizedHTTP(r *http.Request) bool {
 }
 
 func (s *Server) requireAuth(w http.ResponseWriter, rec *record) {
-	rec.deny("proxy-auth", "proxy authentication required", errors.New("missing or wrong Proxy-Authorization"))
+	rec.deny(ruleProxyAuth, reasonProxyAuth, errors.New("missing or wrong Proxy-Authorization"))
 	w.Header().Set("Proxy-Authenticate", `Basic realm="tsconnect"`)
 	httpError(w, http.StatusProxyAuthRequired, "tsconnect: proxy authentication required\n")
 }
@@ -362,9 +362,8 @@ func (s *Server) refuseHTTP(cc *clientConn) {
 			rec.Port, _ = parsePort(req.URL.Port())
 		}
 	}
-	body := fmt.Sprintf("tsconnect: %d connections in use (Config.MaxConns); try again later\n", s.cfg.MaxConns)
-	fmt.Fprintf(cc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s", len(body), body)
-	lingerClose(cc)
+	writeHTTPError(cc, http.StatusServiceUnavailable, "Retry-After: 1\r\n",
+		fmt.Sprintf("tsconnect: %d connections in use (Config.MaxConns); try again later\n", s.cfg.MaxConns))
 	s.finish(rec)
 }
 

@@ -30,7 +30,7 @@ func (s *Server) checkRequestLine(cc *clientConn) bool {
 		if isTimeout(err) {
 			rec := s.newRecord(cc, "http", cc.start)
 			rec.fail(fmt.Errorf("handshake timeout: no complete request line within %v", s.cfg.HandshakeTimeout))
-			writeHTTPError(cc, http.StatusRequestTimeout, fmt.Sprintf("tsconnect: no complete request line within %v (the handshake timeout)\n", s.cfg.HandshakeTimeout))
+			writeHTTPError(cc, http.StatusRequestTimeout, "", fmt.Sprintf("tsconnect: no complete request line within %v (the handshake timeout)\n", s.cfg.HandshakeTimeout))
 			s.finish(rec)
 			return true
 		}
@@ -38,7 +38,7 @@ func (s *Server) checkRequestLine(cc *clientConn) bool {
 	}
 	// net/http's own parser, on the line alone: it accepts exactly the
 	// request lines the server would.
-	_, perr := http.ReadRequest(bufio.NewReader(strings.NewReader(line + "\r\n\r\n")))
+	_, perr := http.ReadRequest(bufio.NewReaderSize(strings.NewReader(line+"\r\n\r\n"), len(line)+4))
 	if perr == nil {
 		return false
 	}
@@ -54,7 +54,7 @@ func (s *Server) checkRequestLine(cc *clientConn) bool {
 	case hostErr == errBadHost:
 		rec.Host, rec.Port = host, port
 		pe := newPolicyError(joinHostPort(host, port), errBadHost)
-		rec.deny("", pe.reason, pe)
+		rec.denyPolicy(pe)
 		code, body = http.StatusForbidden, fmt.Sprintf("tsconnect: %v\n", pe)
 	case len(line) > 0 && line[0] == 0x16:
 		rec.fail(errors.New("malformed request: TLS sent to the plain-text proxy"))
@@ -72,17 +72,17 @@ func (s *Server) checkRequestLine(cc *clientConn) bool {
 		rec.fail(fmt.Errorf("malformed request line %q: %v", line, perr))
 		body = fmt.Sprintf("tsconnect: malformed request line: %v\n", perr)
 	}
-	writeHTTPError(cc, code, body)
+	writeHTTPError(cc, code, "", body)
 	s.finish(rec)
 	return true
 }
 
-// writeHTTPError answers a client outside http.Server and closes the
-// connection.
-func writeHTTPError(cc *clientConn, code int, body string) {
+// writeHTTPError answers a client outside http.Server, with extra header
+// lines ("Name: value\r\n" each) if any, and closes the connection.
+func writeHTTPError(cc *clientConn, code int, extra, body string) {
 	cc.SetWriteDeadline(time.Now().Add(time.Second))
-	fmt.Fprintf(cc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		code, http.StatusText(code), len(body), body)
+	fmt.Fprintf(cc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s",
+		code, http.StatusText(code), len(body), extra, body)
 	lingerClose(cc)
 }
 

@@ -48,7 +48,7 @@ func (s *Server) serveSOCKS5(cc *clientConn) {
 	if !bytes.Contains(methods, []byte{auth.GetCode()}) {
 		cc.Write([]byte{5, 0xff}) // no acceptable methods
 		if s.auth {
-			rec.deny("proxy-auth", "proxy authentication required", errors.New("client did not offer username/password authentication, which this proxy requires"))
+			rec.deny(ruleProxyAuth, reasonProxyAuth, errors.New("client did not offer username/password authentication, which this proxy requires"))
 		} else {
 			rec.fail(errors.New("client did not offer the no-authentication method"))
 		}
@@ -56,7 +56,7 @@ func (s *Server) serveSOCKS5(cc *clientConn) {
 	}
 	if _, err := auth.Authenticate(br, cc); err != nil {
 		if errors.Is(err, socks5.UserAuthFailed) {
-			rec.deny("proxy-auth", "proxy authentication required", errors.New("wrong proxy username or password"))
+			rec.deny(ruleProxyAuth, reasonProxyAuth, errors.New("wrong proxy username or password"))
 		} else {
 			rec.fail(fmt.Errorf("SOCKS5 authentication: %w", err))
 		}
@@ -116,7 +116,7 @@ func (s *Server) serveSOCKS5(cc *clientConn) {
 		writeReply(cc, socksReply(err), nil)
 		var pe *policyError
 		if errors.As(err, &pe) {
-			rec.deny(pe.rule, pe.reason, err)
+			rec.denyPolicy(pe)
 		} else {
 			rec.fail(err)
 		}

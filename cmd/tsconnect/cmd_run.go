@@ -81,19 +81,14 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	}
 	defer s.closeOnPanic()
 	if os.Geteuid() == 0 {
-		sio.logf("%s", rootChildWarning(argv[0]))
+		// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
+		sio.logf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", argv[0], os.Getpid())
 	}
 	code = runChild(ctx, s, listeners, path, argv, sigc, sio)
 	if sig := s.close(sigc); sig != nil {
 		return signalExit(sig)
 	}
 	return code
-}
-
-// rootChildWarning says what a command run as root can read of tsconnect:
-// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
-func rootChildWarning(command string) string {
-	return fmt.Sprintf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", command, os.Getpid())
 }
 
 // runChild starts the forwards and the command, passes signals on, and

@@ -34,7 +34,7 @@ func wipeInitialEnviron() error {
 	off := 0
 	for kv := range bytes.SplitSeq(block, []byte{0}) {
 		name, value, ok := bytes.Cut(kv, []byte("="))
-		if ok && len(value) > 0 && len(secrets.ScrubEnv([]string{string(name) + "="})) == 0 {
+		if ok && len(value) > 0 && secrets.IsSecretEnv(string(name)) {
 			at := off + len(name) + 1
 			if _, err := mem.WriteAt(make([]byte, len(value)), int64(start)+int64(at)); err != nil {
 				return fmt.Errorf("overwriting %s in the environment block: %w", name, err)
