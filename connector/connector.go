@@ -25,21 +25,50 @@
 // straight into the node's network stack: unlike tsnet.Server.Dial, it never
 // falls back to the host network.
 //
+// # Connections
+//
+// Every connection the connector opens — the proxy's tunnels, [Connector.Dial],
+// [Connector.HTTPClient], [Connector.Forward] — passes one layer that
+// decides (allowlist, routability), dials, counts ([Connector.Stats],
+// [Connector.WriteMetrics]), closes it after Config.IdleTimeout without
+// traffic, bounds how many are open (Config.MaxConns) and writes its
+// [AuditRecord] when it ends (Config.AuditLog, Config.Audit).
+//
 // # Teardown
 //
 // [Connector.Close] logs the node out, so it leaves the control plane's
 // machine list at once rather than after the ephemeral inactivity timeout,
 // then closes every listener and connection and removes the temporary
 // directory. Cancelling the context given to [Start] does the same.
+//
+// # Embedding
+//
+// Several connectors may run in one process, each with its own node,
+// allowlist, proxy, counters and audit sink. What they share, because it
+// belongs to the process:
+//
+//   - Log upload to Tailscale is switched off for the whole process at the
+//     first Start (envknob.SetNoLogsNoSupport, logtail.Disable), and stays
+//     off.
+//   - One memory trimmer serves the process (see Config.KeepMemory): it
+//     runs while at least one connector that wants it is open, and forces a
+//     garbage collection and debug.FreeOSMemory once traffic stops after a
+//     burst. Set KeepMemory on every connector to leave memory to the
+//     runtime.
+//   - Start removes private directories (tsconnect-* in os.TempDir) that
+//     connectors of this user's dead processes left; never those of a live
+//     process.
+//   - The context given to Start bounds the connector's life, not only the
+//     start: cancel it only to close the connector.
 package connector
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +151,29 @@ type Config struct {
 	// Proxy, if set, starts the local SOCKS5 + HTTP proxy. Nil: no proxy.
 	Proxy *ProxyConfig
 
+	// AuditLog, if set, receives one JSON line (an AuditRecord) per
+	// connection the connector opened or refused — the proxy's, Dial's,
+	// HTTPClient's, forwards' — when it ends, and per plain-http request
+	// through the proxy. Lines are written by a single goroutine, so it need
+	// not be safe for concurrent use. A slow writer never stalls a
+	// connection: with 1024 records queued, further ones are dropped and
+	// counted in Stats.AuditDropped.
+	AuditLog io.Writer
+
+	// Audit, if set, receives the same records as AuditLog, on the same
+	// goroutine.
+	Audit func(AuditRecord)
+
+	// IdleTimeout closes a connection (a proxy tunnel, a forward, one from
+	// Dial) that carried no bytes either way for this long. Zero means one
+	// hour; negative means never.
+	IdleTimeout time.Duration
+
+	// MaxConns bounds the connections open through the connector at once,
+	// whoever opened them; beyond it Dial fails with ErrTooManyConns. Zero
+	// means 4096. The proxy's own bound on clients is ProxyConfig.MaxConns.
+	MaxConns int
+
 	// KeepMemory, if true, leaves memory to the Go runtime. By default,
 	// once traffic stops after a burst (a bulk transfer leaves hundreds of
 	// MiB of netstack garbage), the connector collects it and returns it
@@ -150,14 +202,19 @@ type Connector struct {
 	view       viewHolder
 	viewMu     sync.Mutex // serializes applyNetMap
 	proxy      *socks.Server
+	flows      *flows // the connection layer (flow.go)
+
+	fwdMu     sync.Mutex
+	forwards  []*Forward
+	fwdClosed bool
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
-	stopTrim  chan struct{} // closed by Close; nil when not trimming
-	greeted   sync.Map      // key.NodePublic -> true: peers known to know this node (greet.go)
-	conns     peerConns     // open connections by the peer carrying them (tunnels.go)
-	runningAt time.Time     // when the node reached Running
-	stopCtx   func() bool   // detaches the Start context's cancel hook
+	stopTrim  func()      // releases the process's memory trimmer; nil when not trimming
+	greeted   sync.Map    // key.NodePublic -> true: peers known to know this node (greet.go)
+	conns     peerConns   // open connections by the peer carrying them (tunnels.go)
+	runningAt time.Time   // when the node reached Running
+	stopCtx   func() bool // detaches the Start context's cancel hook
 
 	// joinAbandoned is set when Start was cancelled while joining: the
 	// control plane may have registered the node already.
@@ -175,32 +232,30 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &Connector{
-		cfg:        cfg,
-		name:       cfg.hostname(),
-		controlURL: cfg.controlURL(),
-		closed:     make(chan struct{}),
-	}
-	if err := validTags(cfg.Tags); err != nil {
+	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	src := cfg.KeySource
-	if src == nil {
-		src = secrets.Env()
+	c := &Connector{
+		cfg:        cfg,
+		flows:      newFlows(&cfg),
+		name:       cfg.hostname(),
+		controlURL: cfg.EffectiveControlURL(),
+		closed:     make(chan struct{}),
 	}
+	src := cfg.KeySource
 	c.keyDesc = src.Describe()
 
-	readyCtx, cancel := context.WithTimeout(ctx, cfg.readyTimeout())
+	readyCtx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 
 	key, err := src.AuthKey(readyCtx)
 	if err != nil {
-		return nil, &StartError{Kind: KindKey, ControlURL: c.controlURL, Err: fmt.Errorf("getting the auth key from %s: %w", c.keyDesc, err),
-			Hint: "provide a key: set TS_AUTHKEY, or configure the key source (see README, \"Vault set-up\")"}
+		return nil, &StartError{Kind: KindKeySource, ControlURL: c.controlURL, Err: err,
+			Hint: "set TS_AUTHKEY for the default key source, or set Config.KeySource (secrets.Vault, secrets.File)"}
 	}
 	if key.Kind() == secrets.KindTailscaleClient && len(cfg.Tags) == 0 {
-		return nil, &StartError{Kind: KindKey, ControlURL: c.controlURL, Err: errors.New("the key is an OAuth client secret (tskey-client-…), which can only create tagged nodes"),
-			Hint: "set tags (--tags tag:sandbox) owned by the OAuth client, or use an auth key (tskey-auth-…)"}
+		return nil, &StartError{Kind: KindKey, ControlURL: c.controlURL, Err: ErrClientSecretNeedsTags,
+			Hint: "set Config.Tags to tags the OAuth client owns, or use an auth key (tskey-auth-…)"}
 	}
 
 	// No log upload, ever: both switches are process-wide, and tsnet reads
@@ -232,8 +287,8 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 		AuthKey:       key.Reveal(),
 		ControlURL:    c.controlURL,
 		AdvertiseTags: cfg.Tags,
-		Logf:          discardIfNil(cfg.Logf),
-		UserLogf:      discardIfNil(cfg.Logf), // tsnet's "user" lines are auth URLs and such; ours are better
+		Logf:          cfg.Logf,
+		UserLogf:      cfg.Logf, // tsnet's "user" lines are auth URLs and such; ours are better
 	}
 	if err := c.srv.Start(); err != nil {
 		return nil, fmt.Errorf("connector: starting node: %w", err)
@@ -243,12 +298,8 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err != nil {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
-	ns, ok := c.srv.Sys().Netstack.GetOK()
-	if !ok {
-		return nil, errors.New("connector: tsnet has no netstack")
-	}
-	if c.ns, ok = ns.(*netstack.Impl); !ok {
-		return nil, fmt.Errorf("connector: unexpected netstack type %T", ns)
+	if c.ns, err = netstackOf(c.srv); err != nil {
+		return nil, err
 	}
 
 	if err := c.awaitRunning(readyCtx); err != nil {
@@ -275,8 +326,7 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 		return nil, err
 	}
 	if !cfg.KeepMemory {
-		c.stopTrim = make(chan struct{})
-		go trimLoop(c.stopTrim)
+		c.stopTrim = holdTrimmer()
 	}
 	c.stopCtx = context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
@@ -328,6 +378,11 @@ func (c *Connector) teardown(deadline time.Time, tl *timeline) {
 		tl.step("proxy")
 		c.proxy.Close()
 	}
+	// Then the forwards and every other connection, each writing its
+	// audit record.
+	tl.step("connections")
+	c.closeForwards()
+	c.flows.end(minTime(deadline, time.Now().Add(2*time.Second)))
 	if c.lc != nil {
 		// Logging out deletes an ephemeral node on the control plane
 		// at once. Bounded: a dead control plane must not hold up
@@ -343,7 +398,7 @@ func (c *Connector) teardown(deadline time.Time, tl *timeline) {
 		cancel()
 	}
 	if c.stopTrim != nil {
-		close(c.stopTrim)
+		c.stopTrim()
 	}
 	if c.stopWatch != nil {
 		tl.step("watch")
@@ -351,18 +406,8 @@ func (c *Connector) teardown(deadline time.Time, tl *timeline) {
 		<-c.watchDone
 	}
 	if c.ns != nil {
-		// tsnet's Close stops the goroutine draining netstack's
-		// outbound queue (512 packets) and only then resets every
-		// TCP endpoint still registered (open, closing or in
-		// TIME_WAIT, which lasts 60 s): with more than 512 of them
-		// the RSTs fill the queue and Close blocks forever. A
-		// successful logout removes the node's addresses, so the
-		// RSTs have no route and are never queued; when logging out
-		// failed (control plane down) they are still there. Remove
-		// them here. The peers learn from the control plane, or the
-		// missing node, that the connections are gone.
 		tl.step("addresses")
-		c.ns.UpdateNetstackIPs(nil)
+		dropAddresses(c.ns)
 	}
 	if c.srv != nil {
 		// Removing the addresses does not stop TIME_WAIT endpoints that
@@ -485,6 +530,7 @@ func (c *Connector) ready() bool { return c.view.load() != nil }
 type Status struct {
 	Name       string         `json:"name"`             // node name, e.g. tsconnect-3f2a…
 	FQDN       string         `json:"fqdn"`             // MagicDNS name, no trailing dot
+	Suffix     string         `json:"magicdns_suffix"`  // the tailnet's MagicDNS domain, "corp.ts.net"
 	IPv4       netip.Addr     `json:"ipv4"`             // tailnet IPv4 address
 	IPv6       netip.Addr     `json:"ipv6"`             // tailnet IPv6 address
 	Tags       []string       `json:"tags"`             // ACL tags the control plane gave the node
@@ -520,6 +566,7 @@ func (c *Connector) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	if v := c.view.load(); v != nil {
+		st.Suffix = v.suffix
 		st.IPv4, st.IPv6 = v.self4, v.self6
 		st.Peers = v.peers
 		st.Routes = v.routeList()
@@ -538,7 +585,9 @@ func (cfg Config) hostname() string {
 	return prefix + "-" + uuid.NewString()
 }
 
-func (cfg Config) controlURL() string {
+// EffectiveControlURL is the coordination server Start will use: by the
+// rule Config.ControlURL documents, without a trailing slash.
+func (cfg Config) EffectiveControlURL() string {
 	for _, v := range []string{cfg.ControlURL, os.Getenv("TS_CONTROL_URL"), os.Getenv("TAILSCALE_LOGIN_SERVER")} {
 		if v != "" {
 			return strings.TrimSuffix(v, "/")
@@ -547,25 +596,55 @@ func (cfg Config) controlURL() string {
 	return DefaultControlURL
 }
 
-func (cfg Config) readyTimeout() time.Duration {
-	if cfg.ReadyTimeout > 0 {
-		return cfg.ReadyTimeout
-	}
-	return 30 * time.Second
+// ConfigError reports a Config that Start refuses, naming the field.
+type ConfigError struct {
+	Field string // "Tags", "IdleTimeout", …
+	Err   error
 }
 
-func (cfg Config) dialTimeout() time.Duration {
-	if cfg.DialTimeout > 0 {
-		return cfg.DialTimeout
-	}
-	return 15 * time.Second
-}
+func (e *ConfigError) Error() string { return fmt.Sprintf("connector: Config.%s: %v", e.Field, e.Err) }
+func (e *ConfigError) Unwrap() error { return e.Err }
 
-func validTags(tags []string) error {
-	for _, t := range tags {
-		if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") || strings.ContainsAny(t, " ,") {
-			return fmt.Errorf("connector: invalid tag %q: tags look like \"tag:sandbox\"", t)
+// Validate reports, as a *ConfigError, what Start would refuse in cfg
+// before it contacts anything.
+func (cfg Config) Validate() error { return cfg.normalize() }
+
+// normalize checks cfg and fills in every default, once, in Start: no nil
+// function or zero bound reaches the connector's goroutines.
+func (cfg *Config) normalize() error {
+	for _, t := range cfg.Tags {
+		if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") || strings.ContainsAny(t, " \t,") {
+			return &ConfigError{"Tags", fmt.Errorf("%q is not a tag: tags look like tag:sandbox", t)}
 		}
+	}
+	for name, d := range map[string]time.Duration{"ReadyTimeout": cfg.ReadyTimeout, "DialTimeout": cfg.DialTimeout} {
+		if d < 0 {
+			return &ConfigError{name, fmt.Errorf("negative (%v)", d)}
+		}
+	}
+	if cfg.MaxConns < 0 {
+		return &ConfigError{"MaxConns", fmt.Errorf("negative (%d)", cfg.MaxConns)}
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 30 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.KeySource == nil {
+		cfg.KeySource = secrets.Env()
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.UserLogf == nil {
+		cfg.UserLogf = func(string, ...any) {}
 	}
 	return nil
 }
@@ -591,50 +670,8 @@ func (c *Connector) hidePeerAPI() {
 	}
 }
 
-// emptyDir unlinks what tsnet's Start left in the private directory: its
-// log buffers (tsnet keeps writing them through the descriptors it holds)
-// and the log configuration it reads only then. A process of the same uid
-// — the wrapped command — can open the directory but finds nothing of the
-// node's in it; in the tsconnect command it cannot reach the descriptors
-// either, as the process is undumpable and its /proc/<pid>/fd is root's.
-func emptyDir(dir string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != tsnetProfileData {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
-}
+// logf writes to Config.Logf, the verbose log.
+func (c *Connector) logf(format string, args ...any) { c.cfg.Logf(format, args...) }
 
-// tsnetProfileData is where tsnet keeps per-profile files: in the
-// connector's mode only a network map cache (ipn/ipnlocal/diskcache.go),
-// which it creates whenever its home relay changes (writing the node's own
-// map there when the node belongs to a user) and which an ephemeral node
-// never reads back. blockProfileData takes the name with an empty,
-// read-only file, so tsnet's MkdirAll fails and nothing is written; tsnet
-// logs the error and carries on.
-const tsnetProfileData = "profile-data"
-
-func blockProfileData(dir string) error {
-	return os.WriteFile(filepath.Join(dir, tsnetProfileData), nil, 0o400)
-}
-
-// logf writes to Config.Logf, the verbose log, if set.
-func (c *Connector) logf(format string, args ...any) {
-	if c.cfg.Logf != nil {
-		c.cfg.Logf(format, args...)
-	}
-}
-
-func (c *Connector) userLogf(format string, args ...any) {
-	if c.cfg.UserLogf != nil {
-		c.cfg.UserLogf(format, args...)
-	}
-}
-
-func discardIfNil(f func(string, ...any)) func(string, ...any) {
-	if f == nil {
-		return func(string, ...any) {}
-	}
-	return f
-}
+// userLogf writes to Config.UserLogf, the messages for people.
+func (c *Connector) userLogf(format string, args ...any) { c.cfg.UserLogf(format, args...) }

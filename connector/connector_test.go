@@ -412,3 +412,22 @@ func TestCancelDuringJoinLeavesNoNode(t *testing.T) {
 		t.Logf("cycle %d: Start returned %v; node gone in %v", i, err, gone.Round(time.Millisecond))
 	}
 }
+
+// TestKeySourceFailure: a key source that fails is its own kind of
+// failure, not a key the control plane rejected, and its message does not
+// claim the control plane was contacted.
+func TestKeySourceFailure(t *testing.T) {
+	t.Setenv("TS_AUTHKEY", "")
+	t.Setenv("TS_AUTH_KEY", "")
+	_, err := connector.Start(context.Background(), connector.Config{ControlURL: "http://127.0.0.1:1"})
+	var se *connector.StartError
+	if !errors.As(err, &se) || se.Kind != connector.KindKeySource {
+		t.Fatalf("Start without a key: %v, want a StartError of KindKeySource", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "rejected") || strings.Contains(msg, "127.0.0.1:1") || !strings.Contains(msg, "TS_AUTHKEY") {
+		t.Errorf("message %q: want the source named, no control URL, no \"rejected\"", msg)
+	}
+	if !errors.Is(err, secrets.ErrEmptyKey) {
+		t.Errorf("%v does not wrap secrets.ErrEmptyKey", err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,10 +15,10 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"tailscale.com/ipn"
 	"tailscale.com/types/key"
 	"tailscale.com/types/netmap"
+
+	"github.com/tsconnect/tsconnect/socks"
 )
 
 // ErrNotRoutable reports a destination that does not route through the
@@ -179,95 +178,6 @@ func (c *Connector) dropGone(v *view) {
 	}
 }
 
-// startWatch follows network map updates for the connector's lifetime and
-// returns once the first one has been applied.
-//
-// On Linux, tailscale v1.102 sends a watcher the whole network map only
-// once, when the watch starts (ipn.NotifyInitialNetMap); later changes come
-// as SelfChange (a new full map arrived) or, with ipn.NotifyPeerChanges, as
-// peers added, changed or removed. So each such notice makes the refresh
-// loop start a short-lived watch of its own to read the whole current map:
-// a peer that joins after this node, a peer that leaves, new routes or DNS
-// settings all reach the view. Bursts of notices collapse into one read.
-func (c *Connector) startWatch(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := c.lc.WatchIPNBus(wctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys|ipn.NotifyPeerChanges)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("connector: watching the network map: %w", err)
-	}
-	c.stopWatch, c.watchDone = cancel, make(chan struct{})
-	first := make(chan struct{})
-	changed := make(chan struct{}, 1)
-	go func() {
-		defer w.Close()
-		defer close(changed) // ends the refresh loop, which then closes watchDone
-		firstDone := false
-		for {
-			n, err := w.Next()
-			if err != nil {
-				return
-			}
-			switch {
-			case n.NetMap != nil:
-				c.applyNetMap(n.NetMap)
-				if !firstDone {
-					firstDone = true
-					close(first)
-				}
-			case n.SelfChange != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0:
-				select {
-				case changed <- struct{}{}:
-				default: // a read is already due
-				}
-			}
-		}
-	}()
-	go func() {
-		defer close(c.watchDone)
-		for range changed {
-			if nm, err := c.readNetMap(wctx); err == nil {
-				old := c.view.load()
-				c.applyNetMap(nm)
-				// The peer API listens anew only when the node's own
-				// addresses change.
-				if v := c.view.load(); old == nil || v.self4 != old.self4 || v.self6 != old.self6 {
-					c.hidePeerAPI()
-				}
-			} else if wctx.Err() == nil {
-				c.logf("connector: reading the network map after a change: %v", err)
-			}
-		}
-	}()
-	select {
-	case <-first:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("connector: no network map: %w", ctx.Err())
-	}
-}
-
-// readNetMap returns the whole current network map: a new watch's first
-// notice carries it.
-func (c *Connector) readNetMap(ctx context.Context) (*netmap.NetworkMap, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	w, err := c.lc.WatchIPNBus(ctx, ipn.NotifyInitialNetMap|ipn.NotifyNoPrivateKeys)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
-	for {
-		n, err := w.Next()
-		if err != nil {
-			return nil, err
-		}
-		if n.NetMap != nil {
-			return n.NetMap, nil
-		}
-	}
-}
-
 func (c *Connector) applyNetMap(nm *netmap.NetworkMap) {
 	c.viewMu.Lock()
 	defer c.viewMu.Unlock()
@@ -292,41 +202,61 @@ func (c *Connector) applyNetMap(nm *netmap.NetworkMap) {
 // (ECONNREFUSED, EHOSTUNREACH…) so callers can tell them apart.
 //
 // The connection is closed by the connector when the peer that carries it
-// leaves the network map (see peerConns).
+// leaves the network map (see peerConns), after Config.IdleTimeout without
+// traffic, and by Close. Each connection, and each failed Dial, is counted
+// in Stats and audited (Config.AuditLog, Config.Audit) with protocol
+// "dial". At most Config.MaxConns are open at once: beyond them Dial fails
+// with ErrTooManyConns.
 func (c *Connector) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	o := origin{protocol: ProtocolDial}
+	if req := socks.RequestFromContext(ctx); req != nil {
+		o = origin{protocol: req.Protocol, client: req.Client, req: req}
+	}
+	return c.dialFlow(ctx, o, network, addr)
+}
+
+// splitAddr parses Dial's network and "host:port" address.
+func splitAddr(network, addr string) (string, uint16, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: network %q not supported: only tcp", network)}
+		return "", 0, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: network %q not supported: only tcp", network)}
 	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		return "", 0, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil || port == 0 {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: bad port %q", portStr)}
+		return host, 0, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: bad port %q", portStr)}
 	}
+	return host, uint16(port), nil
+}
+
+// dial is Dial without the connection layer. It returns the canonical
+// host it checked and resolved, once known.
+func (c *Connector) dial(ctx context.Context, host string, port uint16) (net.Conn, string, error) {
 	// The allowlist decides on the name before anything is resolved: a
 	// denied name causes no DNS query and no packet. What is resolved is
 	// the canonical form it checked.
-	d := c.cfg.Allow.Check(c.expand(host), uint16(port))
-	if err := d.Err(host, uint16(port)); err != nil {
-		return nil, err
+	d := c.Check(host, port)
+	if err := d.Err(host, port); err != nil {
+		return nil, "", err
 	}
 	if d.Host != "" {
 		host = d.Host
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.dialTimeout())
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout)
 		defer cancel()
 	}
 	ips, err := c.Resolve(ctx, host)
 	if err != nil {
-		return nil, err
+		return nil, host, err
 	}
-	return c.dialAddrs(ctx, host, ips, uint16(port))
+	conn, err := c.dialAddrs(ctx, host, ips, port)
+	return conn, host, err
 }
 
 // dialAddrs dials the first routable address of ips.
@@ -368,64 +298,6 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 		return tracked, nil
 	}
 	return nil, routeErr
-}
-
-// synRetryAfter is how long one attempt of a TCP dial waits for the
-// handshake before dialTCP starts another, from a new local port. Two SYNs
-// have gone out by then (gVisor's initial RTO is 1 s).
-const synRetryAfter = 3 * time.Second
-
-// dialTCP dials dst from src through netstack, in attempts of
-// synRetryAfter each until ctx ends.
-//
-// Netstack picks each connection's local port at random (gVisor,
-// PortManager.PickEphemeralPort), so a new connection may reuse the
-// 4-tuple of an earlier one that the peer still holds in TIME_WAIT (it
-// does when the service closed first, as an HTTP server with "Connection:
-// close" does; 60 s by default). A peer whose TCP is gVisor too — a tsnet
-// service, a userspace-networking subnet router — silently drops a SYN for
-// such a tuple (rcv.go handleTimeWaitSegment: a SYN may reopen a TIME_WAIT
-// connection only through a listening endpoint, and tsnet's listeners are
-// not), and every retransmission with it: the dial would hang until its
-// timeout. Measured: one request in ~500 to a tsnet HTTP service that
-// closes first hung until its deadline. A new attempt takes a new random
-// port. A SYN that is merely slow (lost once, or queued behind a WireGuard
-// handshake) costs the same either way.
-func (c *Connector) dialTCP(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*gonet.TCPConn, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, synRetryAfter)
-		conn, err := c.ns.DialContextTCPWithBind(actx, src, dst)
-		timedOut := actx.Err() != nil
-		cancel()
-		if err == nil {
-			return conn, nil
-		}
-		if ctx.Err() != nil || !timedOut {
-			return nil, err
-		}
-	}
-}
-
-// dialError maps a netstack dial error to the syscall errors callers test
-// with errors.Is. gVisor reports them as plain strings.
-func dialError(ctx context.Context, dst netip.AddrPort, err error) error {
-	var errno error
-	msg := err.Error()
-	switch {
-	case ctx.Err() != nil:
-		errno = fmt.Errorf("%w (%w)", os.ErrDeadlineExceeded, ctx.Err())
-	case strings.Contains(msg, "connection was refused"):
-		errno = syscall.ECONNREFUSED
-	case strings.Contains(msg, "no route to host"):
-		errno = syscall.EHOSTUNREACH
-	case strings.Contains(msg, "network is unreachable"):
-		errno = syscall.ENETUNREACH
-	case strings.Contains(msg, "timed out"):
-		errno = os.ErrDeadlineExceeded
-	default:
-		errno = err
-	}
-	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: errno}
 }
 
 // Resolve returns the tailnet addresses of host. IP literals are returned

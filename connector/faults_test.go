@@ -580,9 +580,8 @@ func TestServiceNodeGoneMidTransfer(t *testing.T) {
 	const idle = 3 * time.Second
 	const dialTimeout = 3 * time.Second
 	audit := new(syncBuffer)
-	c := start(t, ctl, connector.Config{DialTimeout: dialTimeout, Proxy: &connector.ProxyConfig{
-		Listen: "127.0.0.1:0", IdleTimeout: idle, Audit: audit,
-	}})
+	c := start(t, ctl, connector.Config{DialTimeout: dialTimeout, IdleTimeout: idle, AuditLog: audit,
+		Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
 	waitSeen(t, a, c)
 	waitSeen(t, b, c)
 	addr := c.ProxyAddr()
@@ -740,7 +739,7 @@ func TestPeerRemovedEndsTunnels(t *testing.T) {
 	goneName, stayName := nodeName("rm-gone"), nodeName("rm-stay")
 	gone, stay := echoNode(t, ctl, goneName), echoNode(t, ctl, stayName)
 	audit := new(syncBuffer)
-	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", Audit: audit}})
+	c := start(t, ctl, connector.Config{AuditLog: audit, Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0"}})
 	waitSeen(t, gone, c)
 	waitSeen(t, stay, c)
 

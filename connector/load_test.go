@@ -457,7 +457,7 @@ func TestProxyMaxConns(t *testing.T) {
 	svc := ctl.StartNode(t, "max-echo", "tag:web")
 	hits := svc.ServeTCP(t, 7, nil)
 	audit := new(syncBuffer)
-	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: maxConns, Audit: audit}})
+	c := start(t, ctl, connector.Config{AuditLog: audit, Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: maxConns}})
 	waitSeen(t, svc, c)
 	addr := c.ProxyAddr()
 

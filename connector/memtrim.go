@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -31,6 +32,37 @@ var trimMetrics = []string{
 	"/gc/heap/live:bytes",                 // live heap after the last GC
 	"/memory/classes/total:bytes",         // all memory mapped by the runtime
 	"/memory/classes/heap/released:bytes", // of which returned to the OS
+}
+
+// One trimmer serves the whole process, however many connectors run in
+// it: it measures the process, not a connector. The first connector that
+// wants it starts it; it stops when the last one closes.
+var trimmer struct {
+	mu    sync.Mutex
+	users int
+	stop  chan struct{}
+}
+
+// holdTrimmer counts a connector as a user of the process's trimmer and
+// returns the function that releases it.
+func holdTrimmer() (release func()) {
+	trimmer.mu.Lock()
+	defer trimmer.mu.Unlock()
+	if trimmer.users == 0 {
+		trimmer.stop = make(chan struct{})
+		go trimLoop(trimmer.stop)
+	}
+	trimmer.users++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			trimmer.mu.Lock()
+			defer trimmer.mu.Unlock()
+			if trimmer.users--; trimmer.users == 0 {
+				close(trimmer.stop)
+			}
+		})
+	}
 }
 
 // trimLoop runs until stop is closed.

@@ -3,7 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,13 +36,11 @@ type ProxyConfig struct {
 	// AllowNonLoopback permits a non-loopback Listen address (with auth).
 	AllowNonLoopback bool
 
-	// Audit receives one JSON line per proxied connection. Nil: none.
-	Audit io.Writer
-
-	// HandshakeTimeout, IdleTimeout and MaxConns: see socks.Config. Zero
-	// values take its defaults.
+	// HandshakeTimeout and MaxConns (the proxy's clients): see
+	// socks.Config. Zero values take its defaults. Audit records, idle
+	// timeout and the bound on open connections are the connector's
+	// (Config.AuditLog, Audit, IdleTimeout, MaxConns).
 	HandshakeTimeout time.Duration
-	IdleTimeout      time.Duration
 	MaxConns         int
 }
 
@@ -65,10 +63,10 @@ func (c *Connector) startProxy() error {
 		Password:         pc.Password,
 		AllowNonLoopback: pc.AllowNonLoopback,
 		HandshakeTimeout: pc.HandshakeTimeout,
-		IdleTimeout:      pc.IdleTimeout,
-		DialTimeout:      c.cfg.dialTimeout(),
+		IdleTimeout:      c.cfg.IdleTimeout,
+		DialTimeout:      c.cfg.DialTimeout,
 		MaxConns:         pc.MaxConns,
-		Audit:            pc.Audit,
+		Audit:            c.flows.fromProxy,
 		Logf:             c.cfg.Logf,
 	})
 	if err != nil {
@@ -170,10 +168,14 @@ func (c *Connector) Command(ctx context.Context, name string, args ...string) *e
 }
 
 // HTTPClient returns an HTTP client whose connections go through Dial,
-// with the allowlist applied.
+// with the allowlist applied; they are audited and counted with protocol
+// "http-client".
 func (c *Connector) HTTPClient() *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return c.dialFlow(ctx, origin{protocol: ProtocolHTTPClient}, network, addr)
+	}
 	return &http.Client{Transport: &http.Transport{
-		DialContext:           c.Dial,
+		DialContext:           dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
 		IdleConnTimeout:       90 * time.Second,
@@ -194,8 +196,14 @@ func (c *Connector) expand(host string) string {
 	return dnsfilter.Expand(host, v.suffix)
 }
 
-// check applies the allowlist to the requested host before anything is
-// resolved or dialed.
+// Check is the allowlist's decision on host (a MagicDNS short name is
+// expanded to the tailnet's FQDN first) and port: what Dial, the proxy
+// and forwards decide before anything is resolved or dialed.
+func (c *Connector) Check(host string, port uint16) dnsfilter.Decision {
+	return c.cfg.Allow.Check(c.expand(host), port)
+}
+
+// check is Check as the proxy's Config.Check wants it.
 func (c *Connector) check(host string, port uint16) error {
-	return c.cfg.Allow.Check(c.expand(host), port).Err(host, port)
+	return c.Check(host, port).Err(host, port)
 }

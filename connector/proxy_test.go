@@ -76,8 +76,9 @@ func newProxyNet(t *testing.T) *proxyNet {
 	p.secret.ServeTCP(t, 443, nil)
 
 	p.c = start(t, ctl, connector.Config{
-		Allow: dnsfilter.MustParse("pweb." + tailnettest.BaseDomain + ":80,443"),
-		Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", Audit: p.audit},
+		Allow:    dnsfilter.MustParse("pweb." + tailnettest.BaseDomain + ":80,443"),
+		AuditLog: p.audit,
+		Proxy:    &connector.ProxyConfig{Listen: "127.0.0.1:0"},
 	})
 	waitSeen(t, p.web, p.c)
 	waitSeen(t, p.secret, p.c)

@@ -15,13 +15,16 @@ type Kind int
 
 const (
 	KindOther       Kind = iota
-	KindKey              // the key is missing, malformed or rejected by the control plane
+	KindKey              // the control plane rejected the key, or it cannot work (an OAuth secret without tags)
 	KindLogin            // the control plane wants an interactive login or an admin's approval
 	KindUnreachable      // the control plane did not answer before the deadline
+	KindKeySource        // no key: the source failed (empty environment, unreadable file, Vault down, sealed or refusing); nothing reached the control plane
 )
 
 func (k Kind) String() string {
 	switch k {
+	case KindKeySource:
+		return "no auth key"
 	case KindKey:
 		return "auth key rejected"
 	case KindLogin:
@@ -41,8 +44,17 @@ type StartError struct {
 }
 
 func (e *StartError) Error() string {
+	if e.Kind == KindKeySource {
+		// The control plane was never contacted; the source's error
+		// names where the key was looked for.
+		return fmt.Sprintf("connector: getting the auth key: %v", e.Err)
+	}
 	return fmt.Sprintf("connector: joining %s: %s: %v", e.ControlURL, e.Kind, e.Err)
 }
+
+// ErrClientSecretNeedsTags is the StartError's Err when the key is an
+// OAuth client secret and Config.Tags is empty.
+var ErrClientSecretNeedsTags = errors.New("the key is an OAuth client secret (tskey-client-…), which can only create tagged nodes")
 
 func (e *StartError) Unwrap() error { return e.Err }
 
@@ -115,6 +127,6 @@ func (c *Connector) startErr(ctx context.Context, err error) error {
 		detail = strings.Join(st.Health, "; ")
 	}
 	return &StartError{Kind: KindUnreachable, ControlURL: c.controlURL,
-		Err:  fmt.Errorf("not running after %v: %s", c.cfg.readyTimeout(), detail),
-		Hint: "check the control URL (--control-url / TS_CONTROL_URL) and that the sandbox may reach it"}
+		Err:  fmt.Errorf("not running after %v: %s", c.cfg.ReadyTimeout, detail),
+		Hint: "check Config.ControlURL (or TS_CONTROL_URL) and that this host may reach it"}
 }

@@ -166,6 +166,24 @@ func (l *List) Check(host string, port uint16) Decision {
 	return l.checkName(name, port)
 }
 
+// Malformed returns why host, a destination as a client sent it (a DNS
+// name or an IP literal, without brackets: the host of a host:port), is
+// not well-formed, or "" if it is. It is the one definition tsconnect applies
+// everywhere, before any rule: Check denies what it refuses with this
+// reason whatever the list, and the proxy refuses such a host before
+// anything else sees it. Names in any case, with one trailing dot, and
+// international names in IDNA normal form are well-formed; a short name
+// ("grafana") is, though Check wants it expanded first.
+func Malformed(host string) string {
+	if i := strings.IndexAny(host, "[]"); i >= 0 {
+		return reasonMalformed + badChar(host[i])
+	}
+	if d := (*List)(nil).Check(host, 1); !d.Allow {
+		return d.Reason
+	}
+	return ""
+}
+
 // CheckAddr decides on an IP destination, such as an address a name
 // resolved to, against the prefix rules only. IPv4-mapped IPv6 addresses
 // are unmapped first; addresses with a zone are denied. A nil or empty list

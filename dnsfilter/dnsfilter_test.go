@@ -708,3 +708,41 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 }
+
+// TestMalformed: the one definition of a well-formed destination, which
+// Check applies before any rule and the proxy applies before Check.
+func TestMalformed(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"grafana", true},
+		{"grafana.corp.ts.net", true},
+		{"Grafana.Corp.TS.net.", true},
+		{"_svc.corp.example", true},
+		{"bücher.example", true}, // IDNA: checked as xn--bcher-kva.example
+		{"xn--bcher-kva.example", true},
+		{"100.64.0.1", true},
+		{"fd7a:115c:a1e0::1", true},
+		{"", false},
+		{"-grafana.corp", false},
+		{"a..b", false},
+		{"a b", false},
+		{"a%2eb", false},
+		{"user@host", false},
+		{"host/path", false},
+		{"[::1]", false}, // brackets belong to host:port, not the host
+		{"fe80::1%eth0", false},
+		{"127.1", false},        // ambiguous IP literal
+		{"ｇrafana.corp", false}, // fullwidth: not in IDNA normal form
+		{"xn--99999999999.corp", false},
+	} {
+		r := Malformed(tt.host)
+		if (r == "") != tt.ok {
+			t.Errorf("Malformed(%q) = %q, want well-formed %v", tt.host, r, tt.ok)
+		}
+		if d := MustParse("").Check(tt.host, 443); !tt.ok && tt.host != "[::1]" && (d.Allow || d.Reason != r) {
+			t.Errorf("Check(%q) = %+v, want the denial %q", tt.host, d, r)
+		}
+	}
+}

@@ -40,6 +40,30 @@ var (
 	ErrMalformedResponse = errors.New("malformed vault response")
 )
 
+// hintedError is an error whose message ends in advice for library
+// users, which names VaultConfig fields and VAULT_* variables.
+type hintedError struct {
+	err  error
+	hint string
+}
+
+func (e *hintedError) Error() string { return e.err.Error() + ": " + e.hint }
+func (e *hintedError) Unwrap() error { return e.err }
+
+// Message returns err's text for the people running a command rather than
+// a program using this package: without the "secrets: " prefix, and
+// without the advice that names VaultConfig fields (a command gives its
+// own, in terms of its flags). It is as scrubbed of secrets as err's own
+// message.
+func Message(err error) string {
+	msg := err.Error()
+	var he *hintedError
+	if errors.As(err, &he) {
+		msg = strings.Replace(msg, ": "+he.hint, "", 1)
+	}
+	return strings.TrimPrefix(msg, "secrets: ")
+}
+
 // scrubbedError is an error whose message had secret values replaced.
 // Unwrap gives the original, for errors.Is and errors.As only: the
 // package builds its messages so that no secret reaches them, and this is

@@ -93,7 +93,7 @@ func TestKeyZero(t *testing.T) {
 func TestNewKey(t *testing.T) {
 	cases := []struct {
 		in      string
-		kind    secrets.Kind
+		kind    secrets.KeyKind
 		tags    bool
 		wantErr string
 	}{

@@ -10,18 +10,18 @@ import (
 
 const redacted = "[redacted]"
 
-// Kind classifies an auth key by its prefix so errors can be precise.
-type Kind int
+// KeyKind classifies an auth key by its prefix so errors can be precise.
+type KeyKind int
 
 const (
-	KindUnknown         Kind = iota // shape is valid but the prefix is not one we know
-	KindTailscaleAuth               // tskey-auth-…: a Tailscale auth key
-	KindTailscaleClient             // tskey-client-…: an OAuth client secret; needs tags
-	KindHeadscale                   // hskey-auth-…: a Headscale preauth key
-	KindLegacyHex                   // 48+ hex digits: an older Headscale preauth key
+	KindUnknown         KeyKind = iota // shape is valid but the prefix is not one we know
+	KindTailscaleAuth                  // tskey-auth-…: a Tailscale auth key
+	KindTailscaleClient                // tskey-client-…: an OAuth client secret; needs tags
+	KindHeadscale                      // hskey-auth-…: a Headscale preauth key
+	KindLegacyHex                      // 48+ hex digits: an older Headscale preauth key
 )
 
-func (k Kind) String() string {
+func (k KeyKind) String() string {
 	switch k {
 	case KindTailscaleAuth:
 		return "tailscale auth key"
@@ -39,7 +39,7 @@ func (k Kind) String() string {
 // tags to advertise. A Tailscale OAuth client secret is not an auth key:
 // tsnet exchanges it for one, which needs Server.AdvertiseTags and the
 // tailscale.com/feature/oauthkey import; without them the login fails.
-func (k Kind) NeedsTags() bool { return k == KindTailscaleClient }
+func (k KeyKind) NeedsTags() bool { return k == KindTailscaleClient }
 
 // Key is an auth key held in memory. Its zero value is the absent key.
 // It never prints, logs or marshals its value: String, GoString, Format,
@@ -56,7 +56,7 @@ type Key struct {
 	// address and not the key. A pointer to a struct would not do: fmt
 	// prints its fields in the %!s(…) form of a bad verb.
 	v    *string
-	kind Kind
+	kind KeyKind
 }
 
 // ErrEmptyKey reports that a source produced no key at all.
@@ -90,7 +90,7 @@ func newKey(s string) (Key, error) {
 	return Key{v: &s, kind: classify(s)}, nil
 }
 
-func classify(s string) Kind {
+func classify(s string) KeyKind {
 	switch {
 	case strings.HasPrefix(s, "tskey-auth-"):
 		return KindTailscaleAuth
@@ -118,7 +118,7 @@ func (k Key) Reveal() string {
 func (k Key) IsZero() bool { return k.v == nil || *k.v == "" }
 
 // Kind reports what kind of key k is.
-func (k Key) Kind() Kind { return k.kind }
+func (k Key) Kind() KeyKind { return k.kind }
 
 func (k Key) String() string                { return redacted }
 func (k Key) GoString() string              { return redacted }

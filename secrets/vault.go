@@ -337,6 +337,11 @@ func (r *vaultRun) errf(format string, args ...any) error {
 	return fmt.Errorf("secrets: vault %s: "+format, append([]any{r.v.addr}, args...)...)
 }
 
+// hintf is errf with advice for library users appended (see Message).
+func (r *vaultRun) hintf(hint, format string, args ...any) error {
+	return &hintedError{err: r.errf(format, args...), hint: hint}
+}
+
 func (r *vaultRun) logf(format string, args ...any) {
 	if r.v.cfg.Logf != nil {
 		r.v.cfg.Logf(format, args...)
@@ -384,7 +389,7 @@ func (r *vaultRun) credential(k Key, file, env, what, field string) (value, from
 	case strings.TrimSpace(os.Getenv(env)) != "":
 		value, from = strings.TrimSpace(os.Getenv(env)), env
 	default:
-		return "", "", r.errf("%w: no %s: set VaultConfig.%s or %sFile, or %s", ErrVaultConfig, what, field, field, env)
+		return "", "", r.hintf(fmt.Sprintf("set VaultConfig.%s or %sFile, or %s", field, field, env), "%w: no %s", ErrVaultConfig, what)
 	}
 	r.secret(value)
 	// vault/api refuses such a token with an error that would read like a
@@ -406,7 +411,7 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 			roleID, roleFrom = strings.TrimSpace(os.Getenv(EnvVaultRoleID)), EnvVaultRoleID
 		}
 		if roleID == "" {
-			return "", false, r.errf("%w: AppRole login needs a role_id: set VaultConfig.RoleID or %s", ErrVaultConfig, EnvVaultRoleID)
+			return "", false, r.hintf("set VaultConfig.RoleID or "+EnvVaultRoleID, "%w: AppRole login needs a role_id", ErrVaultConfig)
 		}
 		r.secret(roleID)
 		secretID, secretFrom, err := r.credential(cfg.SecretID, cfg.SecretIDFile, EnvVaultSecretID, "AppRole secret_id", "SecretID")
@@ -455,17 +460,19 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 // client token.
 func (r *vaultRun) login(ctx context.Context, method string, body map[string]any, hint string) (string, error) {
 	path := "auth/" + r.v.cfg.AuthMount + "/login"
-	rep, err := r.call(ctx, "PUT", path, "", body)
+	sec, rep, err := r.apiCall(ctx, "PUT", path, "", func(ctx context.Context) (*api.Secret, error) {
+		return r.client.Logical().WriteWithContext(ctx, path, body)
+	})
 	if err != nil {
 		return "", err
 	}
 	switch {
 	case rep.ok():
-		if rep.Auth == nil || rep.Auth.ClientToken == "" {
+		if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 			return "", r.errf("%w: %s login at %s answered without auth.client_token", ErrMalformedResponse, method, path)
 		}
-		r.secret(rep.Auth.ClientToken)
-		return rep.Auth.ClientToken, nil
+		r.secret(sec.Auth.ClientToken)
+		return sec.Auth.ClientToken, nil
 	case rep.status == 400:
 		return "", r.errf("%w: %s login at %s refused (%s): %s", ErrLoginFailed, method, path, rep.messages(), hint)
 	case rep.status == 403:
@@ -479,16 +486,20 @@ func (r *vaultRun) login(ctx context.Context, method string, body map[string]any
 // unwrap unwraps a response-wrapping token and returns the wrapped data.
 func (r *vaultRun) unwrap(ctx context.Context, token, what string) (map[string]any, error) {
 	r.secret(token)
-	rep, err := r.call(ctx, "PUT", "sys/wrapping/unwrap", token, nil)
+	// The wrapping token is the request's token: vault/api then sends no
+	// body.
+	sec, rep, err := r.apiCall(ctx, "PUT", "sys/wrapping/unwrap", token, func(ctx context.Context) (*api.Secret, error) {
+		return r.client.Logical().UnwrapWithContext(ctx, token)
+	})
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case rep.ok():
-		if rep.Data == nil {
+		if sec == nil || sec.Data == nil {
 			return nil, r.errf("%w: %s wrapped a response without data", ErrFieldMissing, what)
 		}
-		return rep.Data, nil
+		return sec.Data, nil
 	case rep.status == 400 || rep.status == 403:
 		return nil, r.errf("%w: cannot unwrap %s (%s): a wrapping token works once and expires (5 minutes by default), so issue a new one; if tsconnect never unwrapped this one, someone else may have: treat what it wrapped as exposed", ErrWrappingToken, what, rep.messages())
 	}
@@ -500,7 +511,9 @@ func (r *vaultRun) unwrap(ctx context.Context, token, what string) (map[string]a
 // timeout, and only logs a failure: the key, if read, is still good.
 func (r *vaultRun) revoke(ctx context.Context, token string) {
 	const path = "auth/token/revoke-self"
-	rep, err := r.call(context.WithoutCancel(ctx), "PUT", path, token, nil)
+	_, rep, err := r.apiCall(context.WithoutCancel(ctx), "PUT", path, token, func(ctx context.Context) (*api.Secret, error) {
+		return nil, r.client.Auth().Token().RevokeSelfWithContext(ctx, "")
+	})
 	if err == nil && rep.ok() {
 		return
 	}
@@ -643,7 +656,7 @@ func (r *vaultRun) notFound(rep *vaultReply, t kvTarget) error {
 	}
 	for _, w := range rep.Warnings {
 		if strings.Contains(w, "Invalid path for a versioned K/V") {
-			return r.errf("%w: %s was read as kv v1 (%s), but its mount is kv v2: set KVVersion to 2, or to 0 to detect it", ErrNotFound, p, t.how)
+			return r.hintf("set KVVersion to 2, or to 0 to detect it", "%w: %s was read as kv v1 (%s), but its mount is kv v2", ErrNotFound, p, t.how)
 		}
 	}
 	if meta, ok := rep.Data["metadata"].(map[string]any); ok {
@@ -656,7 +669,7 @@ func (r *vaultRun) notFound(rep *vaultReply, t kvTarget) error {
 		other := 3 - t.version
 		hint += fmt.Sprintf("; if the mount is kv v%d, set KVVersion to %d, or to 0 to detect it", other, other)
 	}
-	return r.errf("%w: nothing at %s (%s): %s", ErrNotFound, p, t, hint)
+	return r.hintf(hint, "%w: nothing at %s (%s)", ErrNotFound, p, t)
 }
 
 // field returns the configured field of data as a Key.
@@ -664,7 +677,7 @@ func (r *vaultRun) field(data map[string]any, where string) (Key, error) {
 	f := r.v.cfg.Field
 	raw, ok := data[f]
 	if !ok {
-		return Key{}, r.errf("%w: %s has no field %q (%s): set Field to the one holding the auth key, or store the key as %q", ErrFieldMissing, where, f, fieldNames(data), f)
+		return Key{}, r.hintf(fmt.Sprintf("set Field to the one holding the auth key, or store the key as %q", f), "%w: %s has no field %q (%s)", ErrFieldMissing, where, f, fieldNames(data))
 	}
 	s, ok := raw.(string)
 	if !ok {

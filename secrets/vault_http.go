@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -22,13 +23,8 @@ const maxVaultBody = 1 << 20
 type vaultReply struct {
 	status   int
 	Data     map[string]any `json:"data"`
-	Auth     *vaultAuth     `json:"auth"`
 	Warnings []string       `json:"warnings"`
 	Errors   []string       `json:"errors"`
-}
-
-type vaultAuth struct {
-	ClientToken string `json:"client_token"`
 }
 
 func (rep *vaultReply) ok() bool { return rep.status >= 200 && rep.status < 300 }
@@ -118,10 +114,40 @@ func (r *vaultRun) call(ctx context.Context, method, path, token string, body ma
 		case errors.As(err, &te):
 			where = " (" + te.Field + " has the wrong type)"
 		}
-		return nil, r.errf("%w: %s %s: HTTP %d with a body that is not Vault's JSON%s: check that VAULT_ADDR (or VaultConfig.Address) is Vault's API and not a proxy or web page", ErrMalformedResponse, method, path, resp.StatusCode, where)
+		return nil, r.hintf(hintMalformed, "%w: %s %s: HTTP %d with a body that is not Vault's JSON%s", ErrMalformedResponse, method, path, resp.StatusCode, where)
 	}
 	return rep, nil
 }
+
+// apiCall runs call, one vault/api request made with token ("" for
+// none), within the request timeout. Vault's error answers
+// (*api.ResponseError) come back as a reply with their status and
+// messages; the error is for answers that never came or are not Vault's
+// JSON. The KV preflight and reads use call instead: they need the bodies
+// of 404 answers (warnings, deletion metadata), which vault/api drops.
+func (r *vaultRun) apiCall(ctx context.Context, method, path, token string, call func(context.Context) (*api.Secret, error)) (*api.Secret, *vaultReply, error) {
+	r.client.SetToken(token)
+	rctx, cancel := context.WithTimeout(ctx, r.v.timeout)
+	defer cancel()
+	sec, err := call(rctx)
+	var re *api.ResponseError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return sec, &vaultReply{status: 200}, nil
+	case errors.As(err, &re) && !re.RawError:
+		return nil, &vaultReply{status: re.StatusCode, Errors: re.Errors}, nil
+	case errors.As(err, &re):
+		// The body is not quoted: it may hold a secret.
+		return nil, nil, r.hintf(hintMalformed, "%w: %s %s: HTTP %d with a body that is not Vault's JSON", ErrMalformedResponse, method, path, re.StatusCode)
+	case errors.As(err, &se), errors.As(err, &te), errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, nil, r.hintf(hintMalformed, "%w: %s %s: an answer that is not Vault's JSON", ErrMalformedResponse, method, path)
+	}
+	return nil, nil, r.unreachable(ctx, rctx, method, path, err)
+}
+
+const hintMalformed = "check that VAULT_ADDR (or VaultConfig.Address) is Vault's API and not a proxy or web page"
 
 // unreachable explains a request that got no answer.
 func (r *vaultRun) unreachable(ctx, rctx context.Context, method, path string, err error) error {
@@ -130,7 +156,8 @@ func (r *vaultRun) unreachable(ctx, rctx context.Context, method, path string, e
 	}
 	var ne net.Error
 	if rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return r.errf("%w: no answer to %s %s within %v: check that Vault is up and that VAULT_ADDR (or VaultConfig.Address) is right, or raise VaultConfig.Timeout or VAULT_CLIENT_TIMEOUT: %w", ErrVaultUnreachable, method, path, r.v.timeout, context.DeadlineExceeded)
+		return r.hintf("check that Vault is up and that VAULT_ADDR (or VaultConfig.Address) is right, or raise VaultConfig.Timeout or VAULT_CLIENT_TIMEOUT",
+			"%w: no answer to %s %s within %v: %w", ErrVaultUnreachable, method, path, r.v.timeout, context.DeadlineExceeded)
 	}
 	hint := "check VAULT_ADDR (or VaultConfig.Address) and that Vault is running"
 	var ua x509.UnknownAuthorityError
@@ -144,13 +171,30 @@ func (r *vaultRun) unreachable(ctx, rctx context.Context, method, path string, e
 	case errors.As(err, &ci):
 		hint = "Vault's certificate is invalid (expired, or not for TLS servers)"
 	}
-	return r.errf("%w: %s %s: %w: %s", ErrVaultUnreachable, method, path, err, hint)
+	return r.hintf(hint, "%w: %s %s: %w", ErrVaultUnreachable, method, path, transportCause(err))
+}
+
+// transportCause is what went wrong with a request that got no answer,
+// without what the caller's message says already: *url.Error repeats the
+// method and the whole URL, *net.OpError the address ("Get
+// \"http://vault:8200/v1/…\": dial tcp 10.0.0.5:8200: connect: connection
+// refused" becomes "connect: connection refused").
+func transportCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		err = oe.Err
+	}
+	return err
 }
 
 // unexpected explains an answer the caller has no specific handling for.
 func (r *vaultRun) unexpected(rep *vaultReply, method, path string) error {
 	if rep.status == 503 && rep.says("sealed") {
-		return r.errf("%w: unseal it (`vault operator unseal`), or point VAULT_ADDR at an unsealed node", ErrVaultSealed)
+		return r.hintf("unseal it (`vault operator unseal`), or point VAULT_ADDR at an unsealed node", "%w", ErrVaultSealed)
 	}
 	return r.errf("%s %s: HTTP %d (%s)", method, path, rep.status, rep.messages())
 }

@@ -1,15 +1,14 @@
 package socks
 
 import (
-	"encoding/json"
-	"io"
-	"sync"
+	"context"
 	"sync/atomic"
 	"time"
 )
 
-// AuditRecord is one line of the audit log ([Config.Audit]), written as JSON
-// when a client connection (or, for plain-http forwarding, a request) ends.
+// AuditRecord is one record of the audit log ([Config.Audit]), made when a
+// client connection (or, for plain-http forwarding, a request) ends. The
+// connector writes them as JSON lines, with these names.
 type AuditRecord struct {
 	Time       string `json:"time"`             // start, RFC 3339 with nanoseconds
 	Client     string `json:"client"`           // client ip:port
@@ -37,6 +36,7 @@ const (
 type record struct {
 	AuditRecord
 	start time.Time
+	req   *Request // what Dial was told of the request; nil until then
 }
 
 func (s *Server) newRecord(cc *clientConn, protocol string, start time.Time) *record {
@@ -84,7 +84,8 @@ func (r *record) setError(err error) {
 	}
 }
 
-// finish counts the record in Stats and queues its audit line.
+// finish counts the record in Stats and hands it to Config.Audit, unless the Dial layer took the request's audit
+// over (Request.Audited).
 func (s *Server) finish(r *record) {
 	switch r.Decision {
 	case decisionAllow:
@@ -98,76 +99,48 @@ func (s *Server) finish(r *record) {
 	if r.Error != "" && r.Decision != decisionAllow {
 		s.cfg.Logf("socks: %s %s %s: %s", r.Client, r.Protocol, r.Decision, r.Error)
 	}
-	if s.audit.w == nil {
+	if r.req != nil && r.req.audited.Load() {
 		return
 	}
-	r.DurationMS = time.Since(r.start).Milliseconds()
-	s.audit.emit(&r.AuditRecord)
-}
-
-// auditLog writes audit lines from one goroutine, so a slow Audit writer
-// delays only the log, never the proxy.
-type auditLog struct {
-	w       io.Writer
-	ch      chan []byte
-	done    chan struct{}
-	dropped atomic.Int64
-
-	mu     sync.Mutex // guards closed and sends on ch
-	closed bool
-}
-
-func newAuditLog(w io.Writer) *auditLog {
-	a := &auditLog{w: w}
-	if w != nil {
-		a.ch = make(chan []byte, 1024)
-		a.done = make(chan struct{})
-		go a.run()
-	}
-	return a
-}
-
-func (a *auditLog) run() {
-	defer close(a.done)
-	for line := range a.ch {
-		a.w.Write(line) // best effort: there is nowhere to report a failure but here
+	if s.cfg.Audit != nil {
+		r.DurationMS = time.Since(r.start).Milliseconds()
+		s.cfg.Audit(r.AuditRecord)
 	}
 }
 
-func (a *auditLog) emit(r *AuditRecord) {
-	line, err := json.Marshal(r)
-	if err != nil {
-		return
-	}
-	line = append(line, '\n')
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		a.dropped.Add(1)
-		return
-	}
-	select {
-	case a.ch <- line:
-	default:
-		a.dropped.Add(1)
+// Request is what Config.Dial learns, from its context, of the client
+// request it dials for: RequestFromContext returns it.
+type Request struct {
+	Protocol string // "socks5", "http-connect" or "http"
+	Client   string // the client's ip:port
+	// Shared is true for plain-http forwarding: the connection is kept
+	// alive and may carry requests of several clients, each audited by the
+	// proxy on its own.
+	Shared bool
+
+	audited atomic.Bool
+}
+
+// Audited tells the proxy that the Dial layer writes this request's audit
+// record itself (for a tunnel, when the connection Dial returned is
+// closed; for a failed Dial, at once) and enforces Config.IdleTimeout on
+// the connection, so the proxy does neither. The request is still counted
+// in Stats. It has no effect on Shared requests.
+func (r *Request) Audited() {
+	if !r.Shared {
+		r.audited.Store(true)
 	}
 }
 
-// close flushes queued lines, waiting at most wait for a stuck writer.
-func (a *auditLog) close(wait time.Duration) {
-	if a.w == nil {
-		return
-	}
-	a.mu.Lock()
-	if !a.closed {
-		a.closed = true
-		close(a.ch)
-	}
-	a.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-a.done:
-	case <-t.C:
-	}
+type requestKey struct{}
+
+// RequestFromContext returns the request a Config.Dial call is made for,
+// or nil when the proxy did not make the call.
+func RequestFromContext(ctx context.Context) *Request {
+	r, _ := ctx.Value(requestKey{}).(*Request)
+	return r
+}
+
+func withRequest(ctx context.Context, r *Request) context.Context {
+	return context.WithValue(ctx, requestKey{}, r)
 }

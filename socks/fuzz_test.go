@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tsconnect/tsconnect/dnsfilter"
 )
 
 // The fuzz targets below drive the proxy's two request paths with raw client
@@ -331,17 +333,9 @@ func fuzzExchange(t *testing.T, s *Server, data []byte, quiet time.Duration, ans
 	return tc.LocalAddr().String(), got, reset
 }
 
-// hostRE is what the proxy may pass to Check, other than IP literals: a DNS
-// name of letters, digits, '-' and '_' (written independently of
-// validHost).
-var hostRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?$`)
-
-func fuzzValidHost(h string) bool {
-	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Zone() == ""
-	}
-	return hostRE.MatchString(h) && len(strings.TrimSuffix(h, ".")) <= 253
-}
+// fuzzValidHost is what the proxy may pass to Check: what dnsfilter's one
+// definition of a well-formed destination accepts.
+func fuzzValidHost(h string) bool { return dnsfilter.Malformed(h) == "" }
 
 // checkChecks fails t if a Check call saw a host that is not a valid host
 // name or IP literal.
@@ -1007,7 +1001,7 @@ func checkHTTPReplies(t *testing.T, m httpModel, data, got []byte, reset, auth b
 				// 403 for a malformed host in a request line net/http
 				// refuses: the proxy answers those itself, as denials.
 				if code == 403 {
-					if b, _ := io.ReadAll(io.LimitReader(bytes.NewReader(got), 4096)); !bytes.Contains(b, []byte(" not allowed: malformed host name")) {
+					if b, _ := io.ReadAll(io.LimitReader(bytes.NewReader(got), 4096)); !bytes.Contains(b, []byte(" not allowed: malformed name")) {
 						fail("403 to a request http.ReadRequest refuses (%v) that does not say the host is malformed", m.firstErr)
 					}
 				} else if code != 400 && code != 431 && code != 501 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -173,6 +174,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+// record is a Config.Audit writing each record as a JSON line, as the
+// connector does.
+func (l *lockedBuffer) record(r AuditRecord) {
+	line, _ := json.Marshal(&r)
+	l.Write(append(line, '\n'))
 }
 
 func (l *lockedBuffer) String() string {

@@ -251,6 +251,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request, cc *client
 
 	fs := &forwardState{rec: rec, target: joinHostPort(host, port), authority: r.URL.Host}
 	ctx := context.WithValue(r.Context(), fwdKey{}, fs)
+	ctx = withRequest(ctx, &Request{Protocol: rec.Protocol, Client: rec.Client, Shared: true})
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: fs.gotConn})
 	out := r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
@@ -357,7 +358,7 @@ func (s *Server) refuseHTTP(cc *clientConn) {
 		if req.Method == http.MethodConnect {
 			rec.Protocol = "http-connect"
 			rec.Host, rec.Port, _ = splitTarget(req.RequestURI)
-		} else if h := req.URL.Hostname(); validHost(h) {
+		} else if h := req.URL.Hostname(); checkHost(h) == nil {
 			rec.Host = h
 			rec.Port, _ = parsePort(req.URL.Port())
 		}

@@ -180,21 +180,21 @@ func TestHTTPErrors(t *testing.T) {
 		{"options asterisk", "OPTIONS * HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "not a web server"},
 		{"https absolute form", "GET https://web.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n", 400, "CONNECT"},
 		{"connect no port", "CONNECT web.test HTTP/1.1\r\n\r\n", 400, ""},
-		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 403, "malformed host name"},
-		{"connect CR in target", "CONNECT web.test\r:443 HTTP/1.1\r\n\r\n", 403, `"web.test\r:443" not allowed: malformed host name`},
+		{"connect path", "CONNECT /web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 403, "malformed name"},
+		{"connect CR in target", "CONNECT web.test\r:443 HTTP/1.1\r\n\r\n", 403, `"web.test\r:443" not allowed: malformed name`},
 		{"connect CRLF injection", "CONNECT web.test:443\r\nHost: x HTTP/1.1\r\n\r\n", 400, "malformed request line: no HTTP version"},
-		{"connect escaped CRLF", "CONNECT web.test%0d%0a:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
-		{"connect space", "CONNECT web.test :443 HTTP/1.1\r\n\r\n", 403, `"web.test :443" not allowed: malformed host name`},
-		{"connect bracketed name", "CONNECT [web.test]:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
-		{"connect zone", "CONNECT [fe80::1%eth0]:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
+		{"connect escaped CRLF", "CONNECT web.test%0d%0a:443 HTTP/1.1\r\n\r\n", 403, "malformed name"},
+		{"connect space", "CONNECT web.test :443 HTTP/1.1\r\n\r\n", 403, `"web.test :443" not allowed: malformed name`},
+		{"connect bracketed name", "CONNECT [web.test]:443 HTTP/1.1\r\n\r\n", 403, "malformed name"},
+		{"connect zone", "CONNECT [fe80::1%eth0]:443 HTTP/1.1\r\n\r\n", 403, "malformed name"},
 		{"connect bad port", "CONNECT web.test:+443 HTTP/1.1\r\n\r\n", 400, `bad CONNECT target "web.test:+443"`},
-		{"get NUL in host", "GET http://web.test%00/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, `"web.test%00:80" not allowed: malformed host name`},
-		{"get fragment in host", "GET http://evil.test#@web.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed host name"},
+		{"get NUL in host", "GET http://web.test%00/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, `"web.test%00:80" not allowed: malformed name`},
+		{"get fragment in host", "GET http://evil.test#@web.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed name"},
 		{"get bad escape in path", "GET http://web.test/%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400, `malformed request line: parse "http://web.test/%zz": invalid URL escape "%zz"`},
 		{"get no version", "GET http://web.test/\r\n\r\n", 400, "no HTTP version"},
 		{"TLS to the proxy", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "use http:// in the proxy URL"},
-		{"connect userinfo", "CONNECT user@web.test:443 HTTP/1.1\r\n\r\n", 403, "malformed host name"},
-		{"get bad host", "GET http://we_b!.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed host name"},
+		{"connect userinfo", "CONNECT user@web.test:443 HTTP/1.1\r\n\r\n", 403, "malformed name"},
+		{"get bad host", "GET http://we_b!.test/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, "malformed name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(fn.dials())
@@ -223,7 +223,7 @@ func TestHTTPBadBody(t *testing.T) {
 	defer upstream.Close()
 	fn.add("web.test", upstream.Listener.Addr().String())
 	audit := new(lockedBuffer)
-	s := startProxy(t, fn, Config{Audit: audit})
+	s := startProxy(t, fn, Config{Audit: audit.record})
 	res, body := rawHTTP(t, s, "POST http://web.test/ HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n")
 	if res.StatusCode != 400 || !strings.HasPrefix(body, "tsconnect: bad request body: ") {
 		t.Errorf("got %d %q, want 400 naming the bad body", res.StatusCode, body)

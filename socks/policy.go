@@ -9,14 +9,16 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/tsconnect/tsconnect/dnsfilter"
 )
 
-// errBadHost reports a requested host that is neither an IP literal nor a
-// plausible DNS name; it never reaches Check or Dial. It is a denial, like
-// any other name the allowlist does not allow (SOCKS5 0x02, HTTP 403).
-var errBadHost = errors.New("malformed host name (want letters, digits, '-', '_' and dots, or an IP address without a zone)")
+// errBadHost reports a request target with no plausible host at all (a
+// userinfo, a path, an unterminated bracket in a CONNECT target); it never
+// reaches Check or Dial. It is a denial, like any other name the allowlist
+// does not allow (SOCKS5 0x02, HTTP 403).
+var errBadHost = errors.New("malformed name: not a host (a userinfo, path or bracket in the target)")
 
 // policyError is a denial by Check or Dial, or of a malformed host.
 type policyError struct {
@@ -36,7 +38,7 @@ func newPolicyError(target string, err error) *policyError {
 		}
 	}
 	if err == errBadHost {
-		pe.reason = "malformed host name"
+		pe.reason = errBadHost.Error()
 	}
 	return pe
 }
@@ -45,7 +47,7 @@ func (e *policyError) Error() string {
 	switch {
 	case e.rule != "":
 		return fmt.Sprintf("%q not allowed by allowlist rule: %s", e.target, e.rule)
-	case e.reason != "" && e.err != errBadHost:
+	case e.reason != "":
 		return fmt.Sprintf("%q not allowed: %s", e.target, e.reason)
 	}
 	return fmt.Sprintf("%q not allowed: %v", e.target, e.err)
@@ -59,29 +61,22 @@ func isDenial(err error) bool {
 	return errors.As(err, &d) && d.Denied()
 }
 
-// validHost reports whether h is an IP literal without a zone, or a DNS name
-// made of letters, digits, '-' and '_' in dot-separated labels. Anything else
-// (spaces, control bytes, '%', '@', '/', ...) is refused before policy sees it.
-func validHost(h string) bool {
-	if ip, err := netip.ParseAddr(h); err == nil {
-		return ip.Zone() == ""
+// malformedError denies a host that dnsfilter.Malformed refuses: the one
+// definition of a well-formed destination.
+type malformedError struct{ reason string }
+
+func (e *malformedError) Error() string        { return e.reason }
+func (e *malformedError) Denied() bool         { return true }
+func (e *malformedError) RuleName() string     { return "" }
+func (e *malformedError) DenialReason() string { return e.reason }
+
+// checkHost returns nil if host is a well-formed destination, else the
+// denial saying why.
+func checkHost(host string) error {
+	if r := dnsfilter.Malformed(host); r != "" {
+		return &malformedError{r}
 	}
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	return nil
 }
 
 // parsePort parses a decimal TCP port, 1 to 65535.
@@ -96,8 +91,8 @@ func parsePort(p string) (uint16, bool) {
 // prepare validates and expands a requested host and runs Check. It returns
 // the host to dial or a *policyError (errBadHost for a malformed host).
 func (s *Server) prepare(host string, port uint16) (string, error) {
-	if !validHost(host) {
-		return host, newPolicyError(joinHostPort(host, port), errBadHost)
+	if err := checkHost(host); err != nil {
+		return host, newPolicyError(joinHostPort(host, port), err)
 	}
 	if _, err := netip.ParseAddr(host); err != nil && s.cfg.Expand != nil {
 		host = s.cfg.Expand(host)
@@ -120,7 +115,8 @@ func (s *Server) open(ctx context.Context, rec *record, host string, port uint16
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.dial(ctx, "tcp", joinHostPort(host, port))
+	rec.req = &Request{Protocol: rec.Protocol, Client: rec.Client}
+	c, err := s.dial(withRequest(ctx, rec.req), "tcp", joinHostPort(host, port))
 	if err != nil {
 		return nil, err
 	}

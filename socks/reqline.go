@@ -51,9 +51,9 @@ func (s *Server) checkRequestLine(cc *clientConn) bool {
 	code := http.StatusBadRequest
 	host, port, hostErr := targetHost(method, target)
 	switch {
-	case hostErr == errBadHost:
+	case isDenial(hostErr) || hostErr == errBadHost:
 		rec.Host, rec.Port = host, port
-		pe := newPolicyError(joinHostPort(host, port), errBadHost)
+		pe := newPolicyError(joinHostPort(host, port), hostErr)
 		rec.denyPolicy(pe)
 		code, body = http.StatusForbidden, fmt.Sprintf("tsconnect: %v\n", pe)
 	case len(line) > 0 && line[0] == 0x16:
@@ -132,7 +132,7 @@ func splitRequestLine(line string) (method, target, version string) {
 
 // targetHost finds the host in a request target that net/http rejected:
 // the authority of a CONNECT target or of an absolute URL, up to the port.
-// It returns errBadHost when that host is malformed, another error when
+// It returns a denial when that host is malformed, another error when
 // the target has no host or a bad port, and nil otherwise.
 func targetHost(method, target string) (host string, port uint16, err error) {
 	authority := target
@@ -147,6 +147,7 @@ func targetHost(method, target string) (host string, port uint16, err error) {
 		authority, port = after, 80
 	}
 	var hostOK bool
+	var hostErr error // the denial of a malformed host
 	portStr := ""
 	if strings.HasPrefix(authority, "[") {
 		end := strings.IndexByte(authority, ']')
@@ -165,7 +166,8 @@ func targetHost(method, target string) (host string, port uint16, err error) {
 		if ok {
 			portStr = ":" + portStr
 		}
-		hostOK = validHost(host)
+		hostErr = checkHost(host)
+		hostOK = hostErr == nil
 	}
 	var portErr error
 	switch {
@@ -183,6 +185,8 @@ func targetHost(method, target string) (host string, port uint16, err error) {
 	switch {
 	case host == "" && !strings.HasPrefix(authority, "["):
 		return host, port, errors.New("no host")
+	case hostErr != nil:
+		return host, port, hostErr
 	case !hostOK:
 		return host, port, errBadHost
 	}

@@ -129,12 +129,13 @@ type Config struct {
 	// a new client needs it.
 	MaxConns int
 
-	// Audit, if set, receives one JSON line per client connection (per
-	// request for plain-http forwarding); see [AuditRecord]. Lines are
-	// written by a single goroutine, so Audit need not be safe for concurrent
-	// use. A slow writer never stalls the proxy: when 1024 lines are queued,
-	// further lines are dropped and counted in Stats.AuditDropped.
-	Audit io.Writer
+	// Audit, if set, receives one record per client connection (per
+	// request for plain-http forwarding; none for a request whose Dial
+	// took the audit over, see Request.Audited); see [AuditRecord]. It is
+	// called from the goroutine serving the connection, so it must be
+	// safe for concurrent use and must not block: queue the record, as
+	// the connector does, whose sink writes them as JSON lines.
+	Audit func(AuditRecord)
 
 	// Logf, if set, receives debug logs. It must be safe for concurrent use.
 	Logf func(format string, args ...any)
@@ -170,8 +171,6 @@ type Stats struct {
 
 	BytesUp   int64 // payload bytes from clients to targets
 	BytesDown int64 // payload bytes from targets to clients
-
-	AuditDropped int64 // audit lines dropped because Audit could not keep up
 }
 
 type counters struct {
@@ -203,8 +202,7 @@ type Server struct {
 	conns  map[io.Closer]struct{} // client and target connections, closed by Close
 	wg     sync.WaitGroup         // accept loop, http.Server.Serve, one per client connection
 
-	audit *auditLog
-	st    counters
+	st counters
 }
 
 // Listen validates cfg, binds its address and serves SOCKS5 and HTTP proxy
@@ -242,7 +240,6 @@ func Listen(cfg Config) (*Server, error) {
 		refusals: make(chan struct{}, refusalSlots),
 		conns:    make(map[io.Closer]struct{}),
 		errorLog: log.New(logfWriter(cfg.Logf), "socks: ", 0),
-		audit:    newAuditLog(cfg.Audit),
 	}
 	s.initHTTP()
 
@@ -317,23 +314,21 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Accepted:     s.st.accepted.Load(),
-		Active:       s.st.active.Load(),
-		Allowed:      s.st.allowed.Load(),
-		Denied:       s.st.denied.Load(),
-		Failed:       s.st.failed.Load(),
-		Refused:      s.st.refused.Load(),
-		Evicted:      s.st.evicted.Load(),
-		BytesUp:      s.st.bytesUp.Load(),
-		BytesDown:    s.st.bytesDown.Load(),
-		AuditDropped: s.audit.dropped.Load(),
+		Accepted:  s.st.accepted.Load(),
+		Active:    s.st.active.Load(),
+		Allowed:   s.st.allowed.Load(),
+		Denied:    s.st.denied.Load(),
+		Failed:    s.st.failed.Load(),
+		Refused:   s.st.refused.Load(),
+		Evicted:   s.st.evicted.Load(),
+		BytesUp:   s.st.bytesUp.Load(),
+		BytesDown: s.st.bytesDown.Load(),
 	}
 }
 
 // Close stops the listener, cancels pending dials, closes every client and
 // target connection (tunnels included) and waits for the goroutines serving
-// them to finish. Queued audit lines are flushed (waiting at most a few
-// seconds for a stuck writer). Calling Close again returns net.ErrClosed.
+// them to finish. Calling Close again returns net.ErrClosed.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -359,7 +354,6 @@ func (s *Server) Close() error {
 	s.tr.CloseIdleConnections()
 	s.wg.Wait()
 	s.tr.CloseIdleConnections()
-	s.audit.close(5 * time.Second)
 	return err
 }
 

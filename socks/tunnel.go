@@ -33,6 +33,9 @@ type tunnel struct {
 // are counted in rec and Stats as they flow.
 func (s *Server) splice(client net.Conn, pending []byte, target net.Conn, rec *record) {
 	t := &tunnel{client: client, target: target, start: time.Now(), idle: s.cfg.IdleTimeout}
+	if rec.req != nil && rec.req.audited.Load() {
+		t.idle = 0 // the Dial layer's to enforce
+	}
 	if len(pending) > 0 {
 		n, err := target.Write(pending)
 		rec.BytesUp += int64(n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -177,21 +178,34 @@ func parseTarget(t string) (checkResult, error) {
 		}
 		hostport = net.JoinHostPort(u.Hostname(), port)
 	}
-	host, ps, err := net.SplitHostPort(hostport)
-	if err != nil || host == "" {
+	host, port, err := splitHostPort(hostport)
+	if err == errNoHostPort {
 		return r, fmt.Errorf("want a URL (https://grafana/) or host:port (db:5432)")
+	}
+	r.Host, r.Port = host, port
+	return r, err
+}
+
+var errNoHostPort = errors.New("want host:port")
+
+// splitHostPort parses a destination host:port, the command's one parser
+// of them: errNoHostPort if s is not host:port, a bad-port error if the
+// port is not 1 to 65535.
+func splitHostPort(s string) (string, uint16, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return "", 0, errNoHostPort
 	}
 	port, err := strconv.ParseUint(ps, 10, 16)
 	if err != nil || port == 0 {
-		return r, fmt.Errorf("bad port %q", ps)
+		return host, 0, fmt.Errorf("bad port %q", ps)
 	}
-	r.Host, r.Port = host, uint16(port)
-	return r, nil
+	return host, uint16(port), nil
 }
 
 // check fills in r: policy first; a denied target is never dialed.
 func (s *session) check(ctx context.Context, hc *http.Client, r *checkResult, timeout time.Duration) {
-	d := s.policy(r.Host, r.Port)
+	d := s.c.Check(r.Host, r.Port)
 	r.Allowed, r.Rule, r.Reason = d.Allow, d.Rule, d.Reason
 	if !d.Allow {
 		return

@@ -80,6 +80,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 		return code
 	}
 	defer s.closeOnPanic()
+	defer po.serveMetrics(s)()
 	if os.Geteuid() == 0 {
 		// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
 		sio.logf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", argv[0], os.Getpid())

@@ -86,6 +86,7 @@ func cmdUp(ctx context.Context, args []string, sio stdio) int {
 		return code
 	}
 	defer s.closeOnPanic()
+	defer po.serveMetrics(s)()
 	code = serveUp(ctx, s, listeners, ln, envFile, readyFile, sigc, sio)
 	if code >= 0 {
 		s.close(nil)
@@ -246,7 +247,7 @@ func controlHandler(s *session, fw *forwarder, started time.Time) http.Handler {
 			ProxyStats: proxyStats{
 				Accepted: ps.Accepted, Active: ps.Active, Allowed: ps.Allowed, Denied: ps.Denied,
 				Failed: ps.Failed, Refused: ps.Refused, BytesUp: ps.BytesUp, BytesDown: ps.BytesDown,
-				AuditDropped: ps.AuditDropped,
+				AuditDropped: s.c.Stats().AuditDropped,
 			},
 			Forwards: fw.status(),
 			PID:      os.Getpid(),
@@ -258,5 +259,9 @@ func controlHandler(s *session, fw *forwarder, started time.Time) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(out)
 	})
+	health := s.c.HealthHandler()
+	for _, path := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
+		mux.Handle(path, health)
+	}
 	return mux
 }

@@ -132,6 +132,7 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 		return code
 	}
 	defer s.closeOnPanic()
+	defer po.serveMetrics(s)()
 	// No wait for the service nodes to hear of the new node: the
 	// connector greets each peer before its first connection.
 
@@ -202,7 +203,7 @@ func walkthrough(ctx context.Context, n *demonet.Net, s *session, sio stdio) err
 	fmt.Fprintf(out, "4. deny   SOCKS5 CONNECT secret-db:5432: %s\n", socksReason(serr))
 	dbSaw := n.Other.Accepted() - dbBefore
 	fmt.Fprintf(out, "          secret-db accepted %d connections: the denied requests never reached the tailnet\n", dbSaw)
-	allowsDB := s.policy("secret-db", 80).Allow
+	allowsDB := s.c.Check("secret-db", 80).Allow
 	if !allowsDB && (!strings.HasPrefix(status, "403") || dbSaw != 0) {
 		return fmt.Errorf("secret-db: %s and %d connections; want 403 and none", status, dbSaw)
 	}

@@ -47,6 +47,10 @@ func (sio stdio) fail(err error) int {
 // message is err's text without the library's package prefixes, which
 // mean nothing to people running a command.
 func message(err error) string {
+	var se *connector.StartError
+	if errors.As(err, &se) && se.Kind == connector.KindKeySource {
+		return "getting the auth key: " + secrets.Message(se.Err)
+	}
 	s := err.Error()
 	for _, p := range []string{"connector: ", "secrets: ", "dnsfilter: ", "socks: "} {
 		s = strings.TrimPrefix(s, p)
@@ -63,13 +67,18 @@ func classify(err error) (code int, hint string) {
 	if h, ok := secretsHint(err); ok {
 		return exitAuth, h
 	}
+	// The library's hints speak of Config fields; these, of flags.
 	var se *connector.StartError
 	if errors.As(err, &se) {
-		switch se.Kind {
-		case connector.KindKey, connector.KindLogin:
+		switch {
+		case se.Kind == connector.KindKeySource:
+			return exitAuth, "set TS_AUTHKEY (or TS_AUTH_KEY), or use --auth-key-file FILE or --vault-path PATH"
+		case errors.Is(err, connector.ErrClientSecretNeedsTags):
+			return exitAuth, "add --tags with tags the OAuth client owns (--tags tag:sandbox), or use an auth key (tskey-auth-…)"
+		case se.Kind == connector.KindKey, se.Kind == connector.KindLogin:
 			return exitAuth, se.Hint
-		case connector.KindUnreachable:
-			return exitUnreachable, se.Hint
+		case se.Kind == connector.KindUnreachable:
+			return exitUnreachable, "check --control-url (or TS_CONTROL_URL) and that the sandbox may reach it"
 		}
 		return exitFailure, se.Hint
 	}

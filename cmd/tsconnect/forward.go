@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/tsconnect/tsconnect/connector"
 	"github.com/tsconnect/tsconnect/dnsfilter"
 )
 
@@ -53,15 +51,14 @@ func parseForward(s string) (forwardSpec, error) {
 	}
 	f.local = net.JoinHostPort(lh, lp)
 
-	host, rp, err := net.SplitHostPort(remote)
-	if err != nil || host == "" {
+	host, port, err := splitHostPort(remote)
+	switch {
+	case err == errNoHostPort:
 		return f, fmt.Errorf("REMOTE %q: want host:port, e.g. db:5432", remote)
-	}
-	port, err := strconv.ParseUint(rp, 10, 16)
-	if err != nil || port == 0 {
+	case err != nil:
 		return f, fmt.Errorf("REMOTE %q: bad port", remote)
 	}
-	f.host, f.port = host, uint16(port)
+	f.host, f.port = host, port
 	return f, nil
 }
 
@@ -95,25 +92,15 @@ func forwardDenied(f forwardSpec, err error) error {
 		hint: "add " + f.host + " (with port " + strconv.Itoa(int(f.port)) + ") to --allow, or drop the --forward"}
 }
 
-// forwarder runs the local listeners of every --forward.
+// forwarder is the running --forward listeners.
 type forwarder struct {
-	s     *session
-	ctx   context.Context
-	stop  context.CancelFunc
-	fwds  []*forward
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	done  bool
+	fwds []*connector.Forward
 }
 
-// forward is one listener and its counters.
+// forward is one bound --forward listener, not yet serving.
 type forward struct {
 	spec forwardSpec
 	ln   net.Listener
-
-	accepted, active, failed atomic.Int64
-	bytesUp, bytesDown       atomic.Int64
 }
 
 // forwardStatus is a forward as `status` reports it.
@@ -151,116 +138,35 @@ func closeForwards(fwds []*forward) {
 }
 
 // startForwards checks each forward against the allowlist, now that short
-// names can be expanded, then serves the listeners. Every connection is
-// dialed with the connector's Dial, so the allowlist applies to each as
-// well. Closing the session's connector ends them all. The forwarder owns
-// the listeners, even on error.
+// names can be expanded, then serves the listeners through the connector
+// (connector.Forward: audited, counted, idle-timed-out, the allowlist
+// applied to every connection), which ends them when it closes. The
+// connector owns the listeners once this returns, even on error.
 func startForwards(s *session, fwds []*forward) (*forwarder, error) {
-	ctx, stop := context.WithCancel(context.Background())
-	fw := &forwarder{s: s, ctx: ctx, stop: stop, fwds: fwds, conns: map[net.Conn]struct{}{}}
 	for _, f := range fwds {
-		if err := s.policy(f.spec.host, f.spec.port).Err(f.spec.host, f.spec.port); err != nil {
-			fw.Close()
+		if err := s.c.Check(f.spec.host, f.spec.port).Err(f.spec.host, f.spec.port); err != nil {
+			closeForwards(fwds)
 			return nil, forwardDenied(f.spec, err)
 		}
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if _, err := s.c.Resolve(rctx, dnsfilter.Expand(f.spec.host, s.suffix)); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if _, err := s.c.Resolve(rctx, f.spec.host); err != nil {
 			s.sio.logf("warning: --forward %s: %s does not resolve on the tailnet (yet): %s", f.spec.spec, f.spec.host, message(err))
 		}
 		cancel()
 	}
-	for _, f := range fw.fwds {
+	fw := &forwarder{}
+	for _, f := range fwds {
 		s.sio.logf("forward %s -> %s", f.ln.Addr(), f.spec.remote)
-		fw.wg.Add(1)
-		go fw.serve(f)
+		fw.fwds = append(fw.fwds, s.c.Forward(f.ln, f.spec.remote))
 	}
-	// The connector closing (on purpose or not) ends the forwards.
-	go func() {
-		select {
-		case <-s.c.Done():
-			fw.Close()
-		case <-ctx.Done():
-		}
-	}()
 	return fw, nil
 }
 
-func (fw *forwarder) serve(f *forward) {
-	defer fw.wg.Done()
-	for {
-		conn, err := f.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		if !fw.track(conn) {
-			conn.Close()
-			return
-		}
-		f.accepted.Add(1)
-		f.active.Add(1)
-		fw.wg.Add(1)
-		go func() {
-			defer fw.wg.Done()
-			defer f.active.Add(-1)
-			defer fw.untrack(conn)
-			remote, err := fw.s.c.Dial(fw.ctx, "tcp", f.spec.remote)
-			if err != nil {
-				f.failed.Add(1)
-				conn.Close()
-				if fw.ctx.Err() == nil {
-					fw.s.sio.logf("forward %s -> %s: %s", f.ln.Addr(), f.spec.remote, message(err))
-				}
-				return
-			}
-			if !fw.track(remote) {
-				remote.Close()
-				conn.Close()
-				return
-			}
-			defer fw.untrack(remote)
-			up, down := splice(conn, remote)
-			f.bytesUp.Add(up)
-			f.bytesDown.Add(down)
-		}()
-	}
-}
-
-// track records an open connection so Close can end it; false means the
-// forwarder is closing.
-func (fw *forwarder) track(c net.Conn) bool {
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
-	if fw.done {
-		return false
-	}
-	fw.conns[c] = struct{}{}
-	return true
-}
-
-func (fw *forwarder) untrack(c net.Conn) {
-	fw.mu.Lock()
-	delete(fw.conns, c)
-	fw.mu.Unlock()
-}
-
-// Close stops the listeners, ends every forwarded connection and waits for
-// them. It is safe to call more than once.
+// Close stops the listeners and ends every forwarded connection.
 func (fw *forwarder) Close() {
-	fw.mu.Lock()
-	if fw.done {
-		fw.mu.Unlock()
-		return
-	}
-	fw.done = true
-	fw.stop()
 	for _, f := range fw.fwds {
-		f.ln.Close()
+		f.Close()
 	}
-	for c := range fw.conns {
-		c.Close()
-	}
-	fw.mu.Unlock()
-	fw.wg.Wait()
 }
 
 func (fw *forwarder) status() []forwardStatus {
@@ -269,41 +175,12 @@ func (fw *forwarder) status() []forwardStatus {
 	}
 	out := []forwardStatus{}
 	for _, f := range fw.fwds {
+		st := f.Stats()
 		out = append(out, forwardStatus{
-			Local: f.ln.Addr().String(), Remote: f.spec.remote,
-			Accepted: f.accepted.Load(), Active: f.active.Load(), Failed: f.failed.Load(),
-			BytesUp: f.bytesUp.Load(), BytesDown: f.bytesDown.Load(),
+			Local: f.Addr().String(), Remote: f.Remote(),
+			Accepted: st.Accepted, Active: st.Active, Failed: st.Failed,
+			BytesUp: st.BytesUp, BytesDown: st.BytesDown,
 		})
 	}
 	return out
-}
-
-// splice copies both ways until both directions are done. When one side
-// finishes sending, the other side's write half is closed, so protocols
-// that half-close (a client sending EOF and then reading the answer) work;
-// an error in either direction ends both.
-func splice(local, remote net.Conn) (up, down int64) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		up = pipe(remote, local)
-	}()
-	down = pipe(local, remote)
-	wg.Wait()
-	local.Close()
-	remote.Close()
-	return up, down
-}
-
-// pipe copies src to dst, then half-closes dst, or closes both on error.
-func pipe(dst, src net.Conn) int64 {
-	n, err := io.Copy(dst, src)
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
-		cw.CloseWrite()
-	} else {
-		dst.Close()
-		src.Close()
-	}
-	return n
 }

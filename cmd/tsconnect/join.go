@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tsconnect/tsconnect/connector"
-	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/secrets"
 )
 
@@ -37,7 +36,6 @@ func signalExit(sig os.Signal) int {
 type session struct {
 	c       *connector.Connector
 	st      connector.Status
-	suffix  string // MagicDNS suffix, "corp.ts.net"
 	sio     stdio
 	verbose bool
 	cancel  context.CancelFunc
@@ -71,7 +69,7 @@ func joinSession(ctx context.Context, cfg connector.Config, verbose bool, sigc <
 	if src == nil {
 		src = secrets.Env()
 	}
-	sio.logf("joining tailnet via %s (key from %s)", controlURL(cfg), src.Describe())
+	sio.logf("joining tailnet via %s (key from %s)", cfg.EffectiveControlURL(), src.Describe())
 	t0 := time.Now()
 
 	// The context bounds the connector's whole life, not only Start.
@@ -111,26 +109,12 @@ func joinSession(ctx context.Context, cfg connector.Config, verbose bool, sigc <
 		return nil, nil, err
 	}
 	s.st = st
-	if _, rest, ok := strings.Cut(st.FQDN, "."); ok {
-		s.suffix = rest
-	}
 	ready := "ready in " + time.Since(t0).Round(100*time.Millisecond).String() + " as " + st.Name + " " + addrString(st.IPv4, st.IPv6)
 	if p := r.c.ProxyAddr(); p != "" {
 		ready += " (proxy " + p + ")"
 	}
 	sio.logf("%s", ready)
 	return s, nil, nil
-}
-
-// controlURL is the coordination server the connector will use, by the
-// same rule (Config.ControlURL documents it).
-func controlURL(cfg connector.Config) string {
-	for _, v := range []string{cfg.ControlURL, os.Getenv("TS_CONTROL_URL"), os.Getenv("TAILSCALE_LOGIN_SERVER")} {
-		if v != "" {
-			return strings.TrimSuffix(v, "/")
-		}
-	}
-	return connector.DefaultControlURL
 }
 
 func addrString(addrs ...netip.Addr) string {
@@ -177,12 +161,6 @@ func (s *session) closeOnPanic() {
 	if !s.abandoned {
 		s.c.Close()
 	}
-}
-
-// policy is the allowlist's verdict on host:port, with MagicDNS short
-// names expanded as the connector does.
-func (s *session) policy(host string, port uint16) dnsfilter.Decision {
-	return s.c.Allowlist().Check(dnsfilter.Expand(host, s.suffix), port)
 }
 
 // lookCommand finds the command to run before joining: a typo should not

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -118,14 +120,19 @@ func (o *joinOpts) nodeConfig(sub string, sio stdio) (connector.Config, error) {
 		cfg.Allow = list
 	}
 	for _, t := range strings.Split(o.tags, ",") {
-		t = strings.TrimSpace(t)
-		if t == "" {
-			continue
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.Tags = append(cfg.Tags, t)
 		}
-		if !strings.HasPrefix(t, "tag:") || t == "tag:" || strings.ContainsAny(t, " \t") {
-			return cfg, usageErrorf(sub, "--tags: %q is not a tag: tags look like tag:sandbox", t)
+	}
+	// What the library would refuse is a usage error, found before
+	// joining; its messages name Config fields, these the flags.
+	var ce *connector.ConfigError
+	if err := cfg.Validate(); errors.As(err, &ce) {
+		flag := map[string]string{"Tags": "--tags", "ReadyTimeout": "--timeout", "DialTimeout": "--dial-timeout"}[ce.Field]
+		if flag == "" {
+			flag = "Config." + ce.Field
 		}
-		cfg.Tags = append(cfg.Tags, t)
+		return cfg, usageErrorf(sub, "%s: %v", flag, ce.Err)
 	}
 	if o.verbose {
 		cfg.Logf = func(format string, args ...any) {
@@ -197,6 +204,8 @@ type proxyOpts struct {
 	passwordFile string
 	auditLog     string
 	forwards     listFlag
+	metrics      string
+	metricsLn    net.Listener // bound by apply, before joining
 }
 
 func addProxyFlags(fs *flagSet) *proxyOpts {
@@ -204,7 +213,8 @@ func addProxyFlags(fs *flagSet) *proxyOpts {
 	fs.StringVar(&o.listen, "listen", connector.DefaultProxyAddr, "SOCKS5 and HTTP proxy `address`; port 0 picks a free one (printed).\nAn address that is not loopback needs --proxy-user")
 	fs.StringVar(&o.user, "proxy-user", "", "require this proxy user `name` (SOCKS5 and HTTP Basic), with\n--proxy-password-file; clients find it in the proxy URLs")
 	fs.StringVar(&o.passwordFile, "proxy-password-file", "", "read the proxy password from `file`")
-	fs.StringVar(&o.auditLog, "audit-log", "", "append one JSON line per proxied connection to `file` (- for stderr)")
+	fs.StringVar(&o.auditLog, "audit-log", "", "append one JSON line per connection (proxied, forwarded) to `file` (- for stderr)")
+	fs.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this loopback `address`\n(also on the control socket of 'up')")
 	fs.Var(&o.forwards, "forward", "`LOCAL=REMOTE`: listen on LOCAL (a loopback host:port, or a port) and\nforward each connection to REMOTE host:port through the tailnet,\nallowlist applied (a REMOTE it denies is refused at startup, exit 2);\nrepeatable. Example: 5432=db:5432")
 	fs.section("Proxy and forwards")
 	return o
@@ -214,7 +224,7 @@ func addProxyFlags(fs *flagSet) *proxyOpts {
 // cfg.Allow (before joining: a forward that cannot work costs no node). It
 // returns the forwards and a closer for the audit log file, if any.
 func (o *proxyOpts) apply(sub string, cfg *connector.Config, sio stdio) ([]forwardSpec, io.Closer, error) {
-	pc, fwds, closer, err := o.config(sub, sio)
+	pc, fwds, closer, err := o.config(sub, cfg, sio)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -222,13 +232,37 @@ func (o *proxyOpts) apply(sub string, cfg *connector.Config, sio stdio) ([]forwa
 		closer.Close()
 		return nil, nil, err
 	}
+	if o.metrics != "" {
+		host, _, err := net.SplitHostPort(o.metrics)
+		if ip, perr := netip.ParseAddr(host); err != nil || (perr != nil || !ip.IsLoopback()) && host != "localhost" {
+			closer.Close()
+			return nil, nil, usageErrorf(sub, "--metrics-listen %q: want a loopback host:port, e.g. 127.0.0.1:9100", o.metrics)
+		}
+		if o.metricsLn, err = net.Listen("tcp", o.metrics); err != nil {
+			closer.Close()
+			return nil, nil, &exitError{code: exitFailure, err: fmt.Errorf("--metrics-listen: %w", err), hint: "choose another port, or port 0 to let the system pick one"}
+		}
+	}
 	cfg.Proxy = pc
 	return fwds, closer, nil
 }
 
-// config returns the proxy configuration and the parsed forwards. The
-// returned closer closes the audit log file, if any.
-func (o *proxyOpts) config(sub string, sio stdio) (*connector.ProxyConfig, []forwardSpec, io.Closer, error) {
+// serveMetrics serves --metrics-listen, if set, until the returned
+// function is called.
+func (o *proxyOpts) serveMetrics(s *session) func() {
+	if o.metricsLn == nil {
+		return func() {}
+	}
+	srv := &http.Server{Handler: s.c.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(o.metricsLn)
+	s.sio.logf("metrics on http://%s/metrics", o.metricsLn.Addr())
+	return func() { srv.Close() }
+}
+
+// config returns the proxy configuration and the parsed forwards, and
+// sets cfg's audit log. The returned closer closes the audit log file, if
+// any.
+func (o *proxyOpts) config(sub string, cfg *connector.Config, sio stdio) (*connector.ProxyConfig, []forwardSpec, io.Closer, error) {
 	pc := &connector.ProxyConfig{Listen: o.listen}
 	var fwds []forwardSpec
 	for _, v := range o.forwards {
@@ -267,13 +301,13 @@ func (o *proxyOpts) config(sub string, sio stdio) (*connector.ProxyConfig, []for
 	switch o.auditLog {
 	case "":
 	case "-":
-		pc.Audit = sio.Err
+		cfg.AuditLog = sio.Err
 	default:
 		f, err := os.OpenFile(o.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, nil, nil, usageErrorf(sub, "--audit-log: %v", err)
 		}
-		pc.Audit, closer = f, f
+		cfg.AuditLog, closer = f, f
 	}
 	return pc, fwds, closer, nil
 }

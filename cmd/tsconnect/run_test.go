@@ -45,7 +45,7 @@ func TestJoinErrors(t *testing.T) {
 		if p.code != exitUnreachable {
 			t.Errorf("exit %d, want %d\n%s", p.code, exitUnreachable, stderr)
 		}
-		for _, w := range []string{"tsconnect: error: joining " + url + ": control plane unreachable", "tsconnect: hint: check the control URL"} {
+		for _, w := range []string{"tsconnect: error: joining " + url + ": control plane unreachable", "tsconnect: hint: check --control-url (or TS_CONTROL_URL)"} {
 			if !strings.Contains(stderr, w) {
 				t.Errorf("stderr lacks %q:\n%s", w, stderr)
 			}

@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,8 +32,14 @@ func TestUp(t *testing.T) {
 	p := startTsc(t, tn.env("TSCONNECT_ALLOW=web."+tailnettest.BaseDomain), "up",
 		"--hostname", "up-node", "--listen", "127.0.0.1:0",
 		"--ready-file", readyFile, "--env-file", envFile, "--control-socket", sock,
-		"--forward", "127.0.0.1:0=web:80", "--forward", "127.0.0.1:0=web:7")
+		"--forward", "127.0.0.1:0=web:80", "--forward", "127.0.0.1:0=web:7", "--metrics-listen", "127.0.0.1:0")
 	p.waitOutput(p.stderr, "(?m)^ready$", 60*time.Second)
+	var metricsAddr string
+	if m := regexpAll(p.stderr.String(), `metrics on http://(127\.0\.0\.1:\d+)/metrics`); len(m) == 1 {
+		metricsAddr = m[0][1]
+	} else {
+		t.Fatalf("no metrics line:\n%s", p.stderr)
+	}
 
 	b, err := os.ReadFile(readyFile)
 	if err != nil {
@@ -69,7 +78,7 @@ func TestUp(t *testing.T) {
 	// Outbound only: the proxy and the forwards, on loopback, are the
 	// process's only TCP listeners (the control socket is a Unix socket).
 	t.Run("listeners", func(t *testing.T) {
-		checkListeners(t, p.cmd.Process.Pid, proxy, fwds["web:80"], fwds["web:7"])
+		checkListeners(t, p.cmd.Process.Pid, proxy, fwds["web:80"], fwds["web:7"], metricsAddr)
 	})
 
 	t.Run("status --json", func(t *testing.T) {
@@ -134,6 +143,32 @@ func TestUp(t *testing.T) {
 		got, err := io.ReadAll(c)
 		if err != nil || string(got) != "ping over a half-closed connection" {
 			t.Errorf("echo: %v %q", err, got)
+		}
+	})
+
+	// A real scrape, on the metrics port and on the control socket, parsed
+	// as Prometheus text: the two forwarded connections are counted.
+	t.Run("metrics", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"http://" + metricsAddr + "/metrics"},
+			{"--unix-socket", sock, "http://tsconnect/metrics"},
+		} {
+			out, code := curlOut(t, args...)
+			if code != 0 {
+				t.Fatalf("curl %v: exit %d\n%s", args, code, out)
+			}
+			m := parseProm(t, out)
+			if got := m[`tsconnect_connections_total{protocol="forward",decision="allow"}`]; got != 2 {
+				t.Errorf("curl %v: forward allow = %v, want 2\n%s", args, got, out)
+			}
+			if m["tsconnect_ready"] != 1 || m[`tsconnect_bytes_total{direction="up"}`] == 0 {
+				t.Errorf("curl %v: ready %v, bytes up %v\n%s", args, m["tsconnect_ready"], m[`tsconnect_bytes_total{direction="up"}`], out)
+			}
+		}
+		for _, path := range []string{"/healthz", "/readyz"} {
+			if out, code := curlOut(t, "-f", "http://"+metricsAddr+path); code != 0 || out != "ok\n" {
+				t.Errorf("%s: exit %d %q", path, code, out)
+			}
 		}
 	})
 
@@ -239,4 +274,43 @@ func TestUpSignalWhileJoining(t *testing.T) {
 
 func regexpAll(s, re string) [][]string {
 	return regexp.MustCompile(re).FindAllStringSubmatch(s, -1)
+}
+
+// curlOut runs the real curl and returns its stdout and exit status.
+func curlOut(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command("curl", append([]string{"-sS", "--max-time", "10"}, args...)...).Output()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// parseProm parses the Prometheus text format: every line a comment
+// (# TYPE, # HELP) or a sample "name{labels} value"; it fails the test on
+// anything else.
+func parseProm(t *testing.T, text string) map[string]float64 {
+	t.Helper()
+	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})?) (-?[0-9.e+]+)$`)
+	comment := regexp.MustCompile(`^# (TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge)|HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+)$`)
+	m := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if comment.MatchString(line) {
+			continue
+		}
+		sm := sample.FindStringSubmatch(line)
+		if sm == nil {
+			t.Fatalf("not Prometheus text: %q", line)
+		}
+		v, err := strconv.ParseFloat(sm[2], 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		m[sm[1]] = v
+	}
+	return m
 }

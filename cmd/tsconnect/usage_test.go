@@ -86,7 +86,7 @@ func TestUsage(t *testing.T) {
 			stderr: []string{"tsconnect: error: no tsconnect up is running at " + noSock, "tsconnect: hint: start one with `tsconnect up`"}},
 
 		{name: "no key", args: []string{"run", "--control-url", closedURL, "--", "true"}, code: 3,
-			stderr: []string{"tsconnect: error: joining " + closedURL, "neither TS_AUTHKEY nor TS_AUTH_KEY is set", "tsconnect: hint: set TS_AUTHKEY"}},
+			stderr: []string{"tsconnect: error: getting the auth key: auth key is empty: neither TS_AUTHKEY nor TS_AUTH_KEY is set", "tsconnect: hint: set TS_AUTHKEY"}},
 		{name: "missing key file", args: []string{"check", "--control-url", closedURL, "--auth-key-file", filepath.Join(dir, "nokey"), "web:80"}, code: 3,
 			stderr: []string{"key file " + filepath.Join(dir, "nokey"), "tsconnect: hint: "}},
 		{name: "vault unreachable", env: []string{"VAULT_TOKEN=hvs.must-not-leak", "VAULT_ADDR=http://" + closedAddr(t)},

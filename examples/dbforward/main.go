@@ -11,7 +11,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"os"
@@ -51,23 +50,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	context.AfterFunc(ctx, func() { ln.Close() })
-	fmt.Printf("forwarding %s -> %s\n", ln.Addr(), *to)
-	for {
-		local, err := ln.Accept()
-		if err != nil {
-			return // closed on signal
-		}
-		go func() {
-			defer local.Close()
-			remote, err := c.Dial(ctx, "tcp", *to)
-			if err != nil {
-				log.Print(err)
-				return
-			}
-			defer remote.Close()
-			go func() { io.Copy(remote, local); remote.Close() }()
-			io.Copy(local, remote)
-		}()
-	}
+	// Every connection is checked against the allowlist, audited and
+	// counted by the connector, and closed after an hour without traffic.
+	fwd := c.Forward(ln, *to)
+	fmt.Printf("forwarding %s -> %s\n", fwd.Addr(), *to)
+	<-ctx.Done()
+	fwd.Close()
 }
