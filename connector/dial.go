@@ -251,8 +251,12 @@ func (c *Connector) dial(ctx context.Context, host string, port uint16) (net.Con
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout)
 		defer cancel()
 	}
-	ips, err := c.Resolve(ctx, host)
-	if err != nil {
+	// What is resolved is exactly what was checked: the canonical form,
+	// already expanded.
+	ips := []netip.Addr{}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = append(ips, ip.Unmap())
+	} else if ips, err = c.resolveName(ctx, host, host); err != nil {
 		return nil, host, err
 	}
 	conn, err := c.dialAddrs(ctx, host, ips, port)
@@ -312,16 +316,19 @@ func (c *Connector) Resolve(ctx context.Context, host string) ([]netip.Addr, err
 		}
 		return []netip.Addr{ip.Unmap()}, nil
 	}
+	return c.resolveName(ctx, host, strings.ToLower(strings.TrimSuffix(c.expand(host), ".")))
+}
+
+// resolveName is Resolve for name, an absolute name in lower case without
+// the trailing dot: what the allowlist checked. host is as requested, for
+// errors.
+func (c *Connector) resolveName(ctx context.Context, host, name string) ([]netip.Addr, error) {
 	v := c.view.load()
 	if v == nil {
 		return nil, net.ErrClosed
 	}
-	name := strings.ToLower(strings.TrimSuffix(host, "."))
 	if name == "" || strings.HasSuffix(name, ".") {
 		return nil, &net.DNSError{Err: "malformed name", Name: host, IsNotFound: true}
-	}
-	if !strings.Contains(name, ".") && v.suffix != "" {
-		name += "." + v.suffix
 	}
 	if ips, ok := v.names[name]; ok {
 		return ips, nil

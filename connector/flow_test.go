@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +87,7 @@ func TestConnectionLayer(t *testing.T) {
 		AuditLog:    audit,
 		IdleTimeout: idle,
 		MaxConns:    maxConns,
+		Proxy:       &connector.ProxyConfig{Listen: "127.0.0.1:0"},
 	})
 	waitSeen(t, svc, c)
 	waitSeen(t, web, c)
@@ -180,6 +182,40 @@ func TestConnectionLayer(t *testing.T) {
 			return r.Client == quiet.LocalAddr().String() && strings.Contains(r.Error, "idle")
 		})
 		t.Logf("idle: %+v", rec)
+	})
+
+	// A proxy tunnel that carries nothing is closed at IdleTimeout; one
+	// that does stays open. The record says why the quiet one ended.
+	t.Run("proxy-idle", func(t *testing.T) {
+		var tunnels [2]net.Conn
+		for i := range tunnels {
+			code, conn := socksConnect(t, c.ProxyAddr(), name, 7)
+			defer conn.Close()
+			if code != 0 {
+				t.Fatalf("reply %#x", code)
+			}
+			io.ReadFull(conn, make([]byte, 6)) // BND.ADDR, BND.PORT
+			tunnels[i] = conn
+		}
+		quiet, busy := tunnels[0], tunnels[1]
+		t0 := time.Now()
+		for time.Since(t0) < idle+idle/2 {
+			busy.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := busy.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
+				t.Fatalf("busy tunnel: %v", err)
+			}
+			time.Sleep(idle / 4)
+		}
+		quiet.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := quiet.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("quiet tunnel still open after %v: read %v", time.Since(t0), err)
+		}
+		recs.wait(t, "the idle tunnel", func(r connector.AuditRecord) bool {
+			return r.Protocol == "socks5" && r.Client == quiet.LocalAddr().String() && strings.Contains(r.Error, "idle")
+		})
 	})
 
 	t.Run("max-conns", func(t *testing.T) {

@@ -123,9 +123,8 @@ type Request struct {
 
 // Audited tells the proxy that the Dial layer writes this request's audit
 // record itself (for a tunnel, when the connection Dial returned is
-// closed; for a failed Dial, at once) and enforces Config.IdleTimeout on
-// the connection, so the proxy does neither. The request is still counted
-// in Stats. It has no effect on Shared requests.
+// closed; for a failed Dial, at once), so the proxy does not. The request
+// is still counted in Stats. It has no effect on Shared requests.
 func (r *Request) Audited() {
 	if !r.Shared {
 		r.audited.Store(true)

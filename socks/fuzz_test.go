@@ -333,6 +333,8 @@ func fuzzExchange(t *testing.T, s *Server, data []byte, quiet time.Duration, ans
 	return tc.LocalAddr().String(), got, reset
 }
 
+var malformedDenial = regexp.MustCompile(` not allowed: (malformed (name|IP literal)|ambiguous IP literal): `)
+
 // fuzzValidHost is what the proxy may pass to Check: what dnsfilter's one
 // definition of a well-formed destination accepts.
 func fuzzValidHost(h string) bool { return dnsfilter.Malformed(h) == "" }
@@ -1001,7 +1003,9 @@ func checkHTTPReplies(t *testing.T, m httpModel, data, got []byte, reset, auth b
 				// 403 for a malformed host in a request line net/http
 				// refuses: the proxy answers those itself, as denials.
 				if code == 403 {
-					if b, _ := io.ReadAll(io.LimitReader(bytes.NewReader(got), 4096)); !bytes.Contains(b, []byte(" not allowed: malformed name")) {
+					// What dnsfilter.Malformed says: "malformed name: …",
+					// "malformed IP literal: …", "ambiguous IP literal: …".
+					if b, _ := io.ReadAll(io.LimitReader(bytes.NewReader(got), 4096)); !malformedDenial.Match(b) {
 						fail("403 to a request http.ReadRequest refuses (%v) that does not say the host is malformed", m.firstErr)
 					}
 				} else if code != 400 && code != 431 && code != 501 {

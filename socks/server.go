@@ -53,7 +53,6 @@ import (
 const (
 	DefaultAddr             = "127.0.0.1:1055"
 	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultIdleTimeout      = time.Hour
 	DefaultDialTimeout      = 15 * time.Second
 	DefaultMaxConns         = 1024
 )
@@ -108,9 +107,11 @@ type Config struct {
 	// do not finish in time are disconnected.
 	HandshakeTimeout time.Duration
 
-	// IdleTimeout closes a tunnel (SOCKS5 or HTTP CONNECT) that has carried no
-	// bytes in either direction for this long. 0 means one hour; negative
-	// means never.
+	// IdleTimeout, if positive and under 90s, is how long an HTTP
+	// keep-alive client connection may sit between requests (else 90s).
+	// The proxy does not time tunnels out: the connections Dial returns
+	// must (the connector's close after its Config.IdleTimeout without
+	// traffic).
 	IdleTimeout time.Duration
 
 	// DialTimeout bounds each Dial. 0 means 15s.
@@ -270,9 +271,6 @@ func (c *Config) normalize() error {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout

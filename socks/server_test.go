@@ -299,31 +299,6 @@ func TestCloseEndsEverything(t *testing.T) {
 	leaks()
 }
 
-func TestIdleTimeout(t *testing.T) {
-	fn := newFakeNet()
-	es := newTCPServer(t, echo)
-	fn.add("echo.test", es.addr())
-	const idle = 300 * time.Millisecond
-	audit := new(lockedBuffer)
-	s := startProxy(t, fn, Config{IdleTimeout: idle, Audit: audit.record})
-
-	quiet := socksDial(t, s.Addr().String(), "", "")
-	busy := socksDial(t, s.Addr().String(), "", "")
-	for _, c := range []net.Conn{quiet, busy} {
-		if got := socksRequest(t, c, 1, "echo.test", 7); got != 0 {
-			t.Fatalf("reply = 0x%02x", got)
-		}
-	}
-	start := time.Now()
-	for time.Since(start) < 3*idle {
-		roundTrip(t, busy, "tick")
-		time.Sleep(idle / 5)
-	}
-	expectClosed(t, quiet)
-	roundTrip(t, busy, "busy tunnel survives")
-	waitFor(t, "audit line", func() bool { return strings.Contains(audit.String(), "idle") })
-}
-
 func TestAudit(t *testing.T) {
 	fn := newFakeNet()
 	es := newTCPServer(t, echo)
