@@ -68,8 +68,11 @@ type flows struct {
 	open  map[*flowConn]struct{}
 	ended bool
 
-	active, bytesUp, bytesDown atomic.Int64
-	m                          metricSet
+	active atomic.Int64
+	// Bytes of the connections that ended, and of the proxy's own records;
+	// open connections count theirs in flowConn (see bytes).
+	bytesUp, bytesDown atomic.Int64
+	m                  metricSet
 }
 
 func newFlows(cfg *Config) *flows {
@@ -143,7 +146,7 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 	fc := &flowConn{Conn: conn, f: f, rec: rec, start: start, audit: audit}
 	if f.idle > 0 {
 		fc.mu.Lock()
-		fc.timer = time.AfterFunc(f.idle, fc.checkIdle)
+		fc.timer = time.AfterFunc(idleTick(f.idle), fc.checkIdle)
 		fc.mu.Unlock()
 	}
 	f.mu.Lock()
@@ -199,6 +202,25 @@ func (f *flows) fromProxy(r AuditRecord) {
 	f.record(r, time.Time{})
 }
 
+// bytes returns the bytes up and down of every connection so far, open
+// ones included.
+func (f *flows) bytes() (up, down int64) {
+	f.mu.Lock()
+	for fc := range f.open {
+		if fc.audit {
+			up += fc.up.Load()
+			down += fc.down.Load()
+		}
+	}
+	// Read under the lock: a connection that closes moves its bytes from
+	// its own counters to these as it leaves f.open, under this lock, so
+	// nothing is counted twice or missed.
+	up += f.bytesUp.Load()
+	down += f.bytesDown.Load()
+	f.mu.Unlock()
+	return up, down
+}
+
 // end closes every connection still open, so that each writes its
 // record, then flushes the audit sink, waiting at most until deadline.
 func (f *flows) end(deadline time.Time) {
@@ -229,8 +251,10 @@ type flowConn struct {
 	audit bool // writes a record and counts bytes (not a pooled connection of the proxy's)
 
 	up, down atomic.Int64
-	last     atomic.Int64 // last traffic, nanoseconds since start
 	timer    *time.Timer
+	// Read by checkIdle only: the byte total it saw last, and since when.
+	seen      int64
+	quietFrom time.Time
 
 	mu      sync.Mutex // guards reason and closed
 	reason  error      // why the connection layer closed it, if it did
@@ -241,11 +265,7 @@ type flowConn struct {
 func (fc *flowConn) Read(p []byte) (int, error) {
 	n, err := fc.Conn.Read(p)
 	if n > 0 {
-		fc.down.Add(int64(n))
-		if fc.audit {
-			fc.f.bytesDown.Add(int64(n))
-		}
-		fc.last.Store(int64(time.Since(fc.start)))
+		fc.down.Add(int64(n)) // all a Read costs: the idle timer reads these counters
 	}
 	if err != nil {
 		fc.noteErr(err)
@@ -257,10 +277,6 @@ func (fc *flowConn) Write(p []byte) (int, error) {
 	n, err := fc.Conn.Write(p)
 	if n > 0 {
 		fc.up.Add(int64(n))
-		if fc.audit {
-			fc.f.bytesUp.Add(int64(n))
-		}
-		fc.last.Store(int64(time.Since(fc.start)))
 	}
 	if err != nil {
 		fc.noteErr(err)
@@ -309,14 +325,19 @@ func (fc *flowConn) closeWith(reason error) error {
 	fc.mu.Unlock()
 	err := fc.Conn.Close()
 	f := fc.f
+	up, down := fc.up.Load(), fc.down.Load()
 	f.mu.Lock()
 	delete(f.open, fc)
+	if fc.audit {
+		f.bytesUp.Add(up)
+		f.bytesDown.Add(down)
+	}
 	f.mu.Unlock()
 	f.active.Add(-1)
 	<-f.slots
 	if fc.audit {
 		r := fc.rec
-		r.BytesUp, r.BytesDown = fc.up.Load(), fc.down.Load()
+		r.BytesUp, r.BytesDown = up, down
 		switch {
 		case reason != nil:
 			r.Error = reason.Error()
@@ -328,19 +349,25 @@ func (fc *flowConn) closeWith(reason error) error {
 	return err
 }
 
-// checkIdle runs on the idle timer: it closes the connection if nothing
-// was read or written for the idle timeout, or re-arms the timer for the
-// time left.
+// idleTick is how often the idle timer looks at a connection: a
+// connection quiet for idle is closed within idle plus a tick.
+func idleTick(idle time.Duration) time.Duration { return max(idle/8, 10*time.Millisecond) }
+
+// checkIdle runs on the idle timer: it closes the connection once its
+// byte counters have not moved for the idle timeout, else re-arms. So a
+// Read or Write costs one atomic add, no clock read.
 func (fc *flowConn) checkIdle() {
 	idle := fc.f.idle
-	quiet := time.Since(fc.start) - time.Duration(fc.last.Load())
-	if quiet >= idle {
+	now := time.Now()
+	if total := fc.up.Load() + fc.down.Load(); total != fc.seen || fc.quietFrom.IsZero() {
+		fc.seen, fc.quietFrom = total, now
+	} else if now.Sub(fc.quietFrom) >= idle {
 		fc.closeWith(fmt.Errorf("closed after %v idle (Config.IdleTimeout)", idle))
 		return
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if !fc.closed {
-		fc.timer.Reset(idle - quiet)
+		fc.timer.Reset(idleTick(idle))
 	}
 }

@@ -68,12 +68,8 @@ type Stats struct {
 // Stats returns a snapshot of the connection layer's counters.
 func (c *Connector) Stats() Stats {
 	f := c.flows
-	st := Stats{
-		Active:       f.active.Load(),
-		BytesUp:      f.bytesUp.Load(),
-		BytesDown:    f.bytesDown.Load(),
-		AuditDropped: f.q.Dropped(),
-	}
+	st := Stats{Active: f.active.Load(), AuditDropped: f.q.Dropped()}
+	st.BytesUp, st.BytesDown = f.bytes()
 	f.m.conns.Do(func(kv metrics.KeyValue[connKey]) {
 		n := kv.Value.(interface{ Value() int64 }).Value()
 		switch kv.Key.Decision {
