@@ -159,7 +159,11 @@ func TestConnectionLayer(t *testing.T) {
 		if rec.Decision != "allow" || rec.BytesUp != 5 || rec.BytesDown != 5 {
 			t.Errorf("record %+v: want allow, 5 bytes each way", rec)
 		}
-		if st := fw.Stats(); st.Accepted != 1 || st.BytesUp != 5 || st.BytesDown != 5 {
+		st := fw.Stats() // counted once the splice has ended, just after the record
+		for deadline := time.Now().Add(5 * time.Second); st.BytesDown < 5 && time.Now().Before(deadline); st = fw.Stats() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st.Accepted != 1 || st.BytesUp != 5 || st.BytesDown != 5 {
 			t.Errorf("forward stats %+v", st)
 		}
 
@@ -219,6 +223,10 @@ func TestConnectionLayer(t *testing.T) {
 	})
 
 	t.Run("max-conns", func(t *testing.T) {
+		// The earlier tunnels' connections close just after their clients.
+		for deadline := time.Now().Add(5 * time.Second); c.Stats().Active != 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		var open []net.Conn
 		defer func() {
 			for _, c := range open {
@@ -442,7 +450,12 @@ func TestAuditNeverBlocks(t *testing.T) {
 			t.Fatalf("reply %#x, want 0x02", code)
 		}
 	}
-	if st := c.Stats(); st.AuditDropped == 0 || st.Denied != 1100 {
+	// The last denial is counted just after its reply is written.
+	st := c.Stats()
+	for deadline := time.Now().Add(5 * time.Second); st.Denied < 1100 && time.Now().Before(deadline); st = c.Stats() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.AuditDropped == 0 || st.Denied != 1100 {
 		t.Errorf("Stats %+v: want 1100 denied, some records dropped", st)
 	}
 	t0 := time.Now()

@@ -29,6 +29,9 @@ var (
 	// ErrFieldMissing reports a secret without the configured field. The
 	// detail lists the field names it has, never their values.
 	ErrFieldMissing = errors.New("field missing")
+	// ErrFieldNotString reports a secret whose field holds something other
+	// than a string (a number, an object).
+	ErrFieldNotString = errors.New("field is not a string")
 	// ErrLoginFailed reports that Vault refused an AppRole or Kubernetes
 	// login.
 	ErrLoginFailed = errors.New("vault login failed")

@@ -25,7 +25,7 @@ func clearEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "VAULT_") || strings.HasPrefix(name, "TSCONNECT_VAULT_") || strings.HasPrefix(name, "TS_") {
+		if strings.HasPrefix(name, "VAULT_") || strings.HasPrefix(name, "BAO_") || strings.HasPrefix(name, "TSCONNECT_VAULT_") || strings.HasPrefix(name, "TS_") {
 			t.Setenv(name, "")
 			os.Unsetenv(name)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -84,9 +85,10 @@ type VaultConfig struct {
 	// Field is the secret's field holding the key. Empty means "authkey".
 	Field string
 	// KVVersion is the KV engine version: 0 (the default) asks Vault
-	// which engine serves Path, as `vault kv get` does; 1 or 2 skips
-	// that lookup, which needs a token allowed to read
-	// sys/internal/ui/mounts/<Path>.
+	// which engine serves Path (GET sys/internal/ui/mounts/<Path>), as
+	// `vault kv get` does; 1 or 2 skips that lookup. The lookup needs no
+	// policy of its own on Vault or OpenBao: the path is unauthenticated
+	// and answers for a mount on which the token has any capability.
 	KVVersion int
 	// Mount is the KV engine's mount path, needed only with KVVersion 2
 	// when the mount is more than one segment deep ("kv/team"). Empty
@@ -159,6 +161,9 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 	if conf.Error != nil {
 		return nil, fmt.Errorf("secrets: vault: %w: the VAULT_* environment: %v", ErrVaultConfig, conf.Error)
 	}
+	if err := baoFallbacks(conf); err != nil {
+		return nil, fmt.Errorf("secrets: vault: %w: the BAO_* environment: %v", ErrVaultConfig, err)
+	}
 	if cfg.Address != "" {
 		conf.Address = cfg.Address
 		// vault/api prefers AgentAddress over Address; an explicit
@@ -168,8 +173,8 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 	if cfg.CACert != "" || cfg.ClientCert != "" || cfg.ClientKey != "" || cfg.TLSServerName != "" {
 		t := &api.TLSConfig{CACert: cfg.CACert, TLSServerName: cfg.TLSServerName}
 		if cfg.ClientCert != "" || cfg.ClientKey != "" {
-			t.ClientCert = cmp.Or(cfg.ClientCert, os.Getenv(api.EnvVaultClientCert))
-			t.ClientKey = cmp.Or(cfg.ClientKey, os.Getenv(api.EnvVaultClientKey))
+			t.ClientCert = cmp.Or(cfg.ClientCert, vaultEnv(api.EnvVaultClientCert))
+			t.ClientKey = cmp.Or(cfg.ClientKey, vaultEnv(api.EnvVaultClientKey))
 		}
 		if err := conf.ConfigureTLS(t); err != nil {
 			return nil, fmt.Errorf("secrets: vault: %w: TLS settings: %v", ErrVaultConfig, err)
@@ -180,7 +185,7 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 	switch {
 	case cfg.Timeout > 0:
 		timeout = cfg.Timeout
-	case os.Getenv(api.EnvVaultClientTimeout) != "":
+	case vaultEnv(api.EnvVaultClientTimeout) != "":
 		timeout = conf.Timeout
 	}
 	// Each request gets its own deadline in call, which also covers the
@@ -189,7 +194,7 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 	// vault/api retries 5xx twice by default, a second or more apart: a
 	// sealed Vault (503) would take seconds to report. Fail at once
 	// unless VAULT_MAX_RETRIES asks otherwise.
-	if os.Getenv(api.EnvVaultMaxRetries) == "" {
+	if vaultEnv(api.EnvVaultMaxRetries) == "" {
 		conf.MaxRetries = 0
 	}
 
@@ -201,11 +206,84 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 		cfg:     cfg,
 		conf:    conf,
 		addr:    c.Address(),
-		ns:      cmp.Or(cfg.Namespace, os.Getenv(api.EnvVaultNamespace)),
+		ns:      cmp.Or(cfg.Namespace, vaultEnv(api.EnvVaultNamespace)),
 		timeout: timeout,
 	}
 	v.kv.Store(int32(cfg.KVVersion))
 	return v, nil
+}
+
+// OpenBao's CLI reads BAO_ADDR, BAO_TOKEN and the rest where Vault's reads
+// VAULT_*; tsconnect reads each BAO_ variable when its VAULT_ twin is
+// unset or empty (a VAULT_ variable, set, wins).
+const baoPrefix = "BAO_"
+
+// baoName returns the OpenBao twin of a VAULT_ variable, "" for others.
+func baoName(vaultVar string) string {
+	if rest, ok := strings.CutPrefix(vaultVar, "VAULT_"); ok {
+		return baoPrefix + rest
+	}
+	return ""
+}
+
+// vaultEnv returns the VAULT_ variable's value or, unset or empty, its
+// BAO_ twin's.
+func vaultEnv(name string) string { return cmp.Or(os.Getenv(name), os.Getenv(baoName(name))) }
+
+// baoFallbacks applies to conf, which api.DefaultConfig made from the
+// VAULT_* variables, the BAO_* twins of those that are unset: the address,
+// TLS settings, request timeout and retries.
+func baoFallbacks(conf *api.Config) error {
+	unset := func(name string) bool { return os.Getenv(name) == "" } // as vault/api reads them
+	bao := func(name string) string {
+		if unset(name) {
+			return os.Getenv(baoName(name))
+		}
+		return ""
+	}
+	if unset(api.EnvVaultAddress) && unset(api.EnvVaultAgentAddr) {
+		if a := os.Getenv(baoName(api.EnvVaultAddress)); a != "" {
+			conf.Address = a
+		}
+	}
+	t := &api.TLSConfig{
+		CACert:        bao(api.EnvVaultCACert),
+		CAPath:        bao(api.EnvVaultCAPath),
+		ClientCert:    bao(api.EnvVaultClientCert),
+		ClientKey:     bao(api.EnvVaultClientKey),
+		TLSServerName: bao(api.EnvVaultTLSServerName),
+	}
+	set := t.CACert != "" || t.CAPath != "" || t.ClientCert != "" || t.ClientKey != "" || t.TLSServerName != ""
+	if v := bao(api.EnvVaultSkipVerify); v != "" {
+		skip, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %v", baoName(api.EnvVaultSkipVerify), err)
+		}
+		t.Insecure, set = skip, true
+	}
+	if set {
+		if err := conf.ConfigureTLS(t); err != nil {
+			return err
+		}
+	}
+	if v := bao(api.EnvVaultClientTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if n, aerr := strconv.Atoi(v); err != nil && aerr == nil {
+			d, err = time.Duration(n)*time.Second, nil // seconds, as vault reads it
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %v", baoName(api.EnvVaultClientTimeout), err)
+		}
+		conf.Timeout = d
+	}
+	if v := bao(api.EnvVaultMaxRetries); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %v", baoName(api.EnvVaultMaxRetries), err)
+		}
+		conf.MaxRetries = n
+	}
+	return nil
 }
 
 // check validates c and fills in defaults.
@@ -356,8 +434,8 @@ func (r *vaultRun) authKey(ctx context.Context) (Key, error) {
 	}
 	// vault/api would wrap every response if VAULT_WRAP_TTL is set.
 	c.SetWrappingLookupFunc(func(operation, path string) string { return "" })
-	if r.v.cfg.Namespace != "" {
-		c.SetNamespace(r.v.cfg.Namespace)
+	if r.v.ns != "" { // vault/api reads VAULT_NAMESPACE itself, not BAO_NAMESPACE
+		c.SetNamespace(r.v.ns)
 	}
 	r.client = c
 
@@ -388,8 +466,14 @@ func (r *vaultRun) credential(k Key, file, env, what, field string) (value, from
 		value, from = s, file
 	case strings.TrimSpace(os.Getenv(env)) != "":
 		value, from = strings.TrimSpace(os.Getenv(env)), env
+	case baoName(env) != "" && strings.TrimSpace(os.Getenv(baoName(env))) != "":
+		value, from = strings.TrimSpace(os.Getenv(baoName(env))), baoName(env)
 	default:
-		return "", "", r.hintf(fmt.Sprintf("set VaultConfig.%s or %sFile, or %s", field, field, env), "%w: no %s", ErrVaultConfig, what)
+		vars := env
+		if b := baoName(env); b != "" {
+			vars += " (or " + b + ")"
+		}
+		return "", "", r.hintf(fmt.Sprintf("set VaultConfig.%s or %sFile, or %s", field, field, vars), "%w: no %s", ErrVaultConfig, what)
 	}
 	r.secret(value)
 	// vault/api refuses such a token with an error that would read like a
@@ -439,7 +523,7 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 	case AuthKubernetes:
 		jwt, err := readSecretFile(cfg.KubernetesJWTFile)
 		if err != nil {
-			return "", false, r.errf("%w: service account token %s: %w: run in a pod with a service account token mounted, or set KubernetesJWTFile", ErrVaultConfig, cfg.KubernetesJWTFile, err)
+			return "", false, r.hintf("run in a pod with a service account token mounted, or set KubernetesJWTFile", "%w: service account token %s: %w", ErrVaultConfig, cfg.KubernetesJWTFile, err)
 		}
 		r.secret(jwt)
 		r.auth = fmt.Sprintf("the token from kubernetes login as role %q at auth/%s", cfg.KubernetesRole, cfg.AuthMount)
@@ -474,11 +558,13 @@ func (r *vaultRun) login(ctx context.Context, method string, body map[string]any
 		r.secret(sec.Auth.ClientToken)
 		return sec.Auth.ClientToken, nil
 	case rep.status == 400:
-		return "", r.errf("%w: %s login at %s refused (%s): %s", ErrLoginFailed, method, path, rep.messages(), hint)
+		return "", r.hintf(hint, "%w: %s login at %s refused (%s)", ErrLoginFailed, method, path, rep.messages())
 	case rep.status == 403:
-		return "", r.errf("%w: %w: %s login at %s refused (%s): %s; Vault also answers so when no auth method is mounted at auth/%s: check `vault auth list` and AuthMount", ErrLoginFailed, ErrPermissionDenied, method, path, rep.messages(), hint, r.v.cfg.AuthMount)
+		return "", r.hintf(hint+"; Vault also answers so when no auth method is mounted at auth/"+r.v.cfg.AuthMount+": check `vault auth list` and AuthMount",
+			"%w: %w: %s login at %s refused (%s)", ErrLoginFailed, ErrPermissionDenied, method, path, rep.messages())
 	case rep.status == 404:
-		return "", r.errf("%w: %w: no %s auth method is mounted at auth/%s (%s): set AuthMount to its path, as `vault auth list` shows it", ErrLoginFailed, ErrNoMount, method, r.v.cfg.AuthMount, rep.messages())
+		return "", r.hintf("set AuthMount to its path, as `vault auth list` shows it",
+			"%w: %w: no %s auth method is mounted at auth/%s (%s)", ErrLoginFailed, ErrNoMount, method, r.v.cfg.AuthMount, rep.messages())
 	}
 	return "", r.unexpected(rep, "PUT", path)
 }
@@ -586,7 +672,8 @@ func (r *vaultRun) kvTarget(ctx context.Context, token string) (kvTarget, error)
 		// Vault before 0.10 has no such endpoint, and only KV v1.
 		return kvTarget{version: 1, how: "assumed (Vault has no sys/internal/ui/mounts)", readPath: p}, nil
 	case rep.status == 403:
-		return kvTarget{}, r.errf("%w: Vault would not say which secrets engine serves %s (GET %s, %s): nothing is mounted there, or %s has no access to anything on that mount; check `vault secrets list` and the token's policies, or set KVVersion to skip this lookup", ErrPermissionDenied, p, pre, rep.messages(), r.auth)
+		return kvTarget{}, r.hintf("check `vault secrets list` and the token's policies, or set KVVersion to skip this lookup",
+			"%w: Vault would not say which secrets engine serves %s (GET %s, %s): nothing is mounted there, or %s has no access to anything on that mount", ErrPermissionDenied, p, pre, rep.messages(), r.auth)
 	case !rep.ok():
 		return kvTarget{}, r.unexpected(rep, "GET", pre)
 	}
@@ -594,7 +681,7 @@ func (r *vaultRun) kvTarget(ctx context.Context, token string) (kvTarget, error)
 	mount = strings.Trim(mount, "/")
 	typ, _ := rep.Data["type"].(string)
 	if typ != "kv" && typ != "generic" {
-		return kvTarget{}, r.errf("%w: %s is served by a %q secrets engine, not kv: point Path at a KV secret", ErrVaultConfig, p, typ)
+		return kvTarget{}, r.hintf("point Path at a KV secret", "%w: %s is served by a %q secrets engine, not kv", ErrVaultConfig, p, typ)
 	}
 	version := 1
 	if opts, ok := rep.Data["options"].(map[string]any); ok {
@@ -603,7 +690,7 @@ func (r *vaultRun) kvTarget(ctx context.Context, token string) (kvTarget, error)
 		case "2":
 			version = 2
 		default:
-			return kvTarget{}, r.errf("%w: the kv mount %s/ reports version %v, which this version of tsconnect does not know: set KVVersion", ErrMalformedResponse, mount, v)
+			return kvTarget{}, r.hintf("set KVVersion", "%w: the kv mount %s/ reports version %v, which this version of tsconnect does not know", ErrMalformedResponse, mount, v)
 		}
 	}
 	r.v.kv.Store(int32(version))
@@ -633,7 +720,7 @@ func (r *vaultRun) readKV(ctx context.Context, token string) (Key, error) {
 		if t.version == 2 {
 			inner, ok := data["data"].(map[string]any)
 			if !ok && data["data"] != nil {
-				return Key{}, r.errf("%w: GET %s: data.data is a %s, not an object: is the mount really kv v2? Set KVVersion to 1 if not", ErrMalformedResponse, t.readPath, jsonType(data["data"]))
+				return Key{}, r.hintf("is the mount really kv v2? Set KVVersion to 1 if not", "%w: GET %s: data.data is a %s, not an object", ErrMalformedResponse, t.readPath, jsonType(data["data"]))
 			}
 			data = inner
 		}
@@ -681,7 +768,7 @@ func (r *vaultRun) field(data map[string]any, where string) (Key, error) {
 	}
 	s, ok := raw.(string)
 	if !ok {
-		return Key{}, r.errf("field %q of %s is a %s, not a string: store the auth key as a string", f, where, jsonType(raw))
+		return Key{}, r.hintf("store the auth key as a string", "%w: field %q of %s is a %s", ErrFieldNotString, f, where, jsonType(raw))
 	}
 	k, err := newKey(s)
 	if err != nil {

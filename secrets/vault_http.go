@@ -149,15 +149,38 @@ func (r *vaultRun) apiCall(ctx context.Context, method, path, token string, call
 
 const hintMalformed = "check that VAULT_ADDR (or VaultConfig.Address) is Vault's API and not a proxy or web page"
 
+// vaultStep names the part of a key fetch a request is, for messages.
+func vaultStep(path string) string {
+	switch {
+	case strings.HasPrefix(path, "sys/internal/ui/mounts/"):
+		return "KV version lookup"
+	case path == "sys/wrapping/unwrap":
+		return "unwrap"
+	case path == "auth/token/revoke-self":
+		return "token revocation"
+	case strings.HasPrefix(path, "auth/") && strings.HasSuffix(path, "/login"):
+		return "login"
+	}
+	return "secret read"
+}
+
 // unreachable explains a request that got no answer.
 func (r *vaultRun) unreachable(ctx, rctx context.Context, method, path string, err error) error {
+	step := vaultStep(path)
 	if ctx.Err() != nil {
-		return r.errf("%s %s: %w", method, path, context.Cause(ctx))
+		cause := context.Cause(ctx)
+		if errors.Is(cause, context.DeadlineExceeded) {
+			// The caller's deadline (a join's ReadyTimeout) ran out
+			// while Vault had not answered.
+			return r.hintf("the caller's deadline bounds the whole fetch (the connector's Config.ReadyTimeout); VaultConfig.Timeout or VAULT_CLIENT_TIMEOUT, each request",
+				"%w: no answer to the %s (%s %s) before the deadline: %w", ErrVaultUnreachable, step, method, path, cause)
+		}
+		return r.errf("%s (%s %s): %w", step, method, path, cause)
 	}
 	var ne net.Error
 	if rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return r.hintf("check that Vault is up and that VAULT_ADDR (or VaultConfig.Address) is right, or raise VaultConfig.Timeout or VAULT_CLIENT_TIMEOUT",
-			"%w: no answer to %s %s within %v: %w", ErrVaultUnreachable, method, path, r.v.timeout, context.DeadlineExceeded)
+			"%w: no answer to the %s (%s %s) within %v: %w", ErrVaultUnreachable, step, method, path, r.v.timeout, context.DeadlineExceeded)
 	}
 	hint := "check VAULT_ADDR (or VaultConfig.Address) and that Vault is running"
 	var ua x509.UnknownAuthorityError

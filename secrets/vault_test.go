@@ -886,3 +886,47 @@ func ExampleVault() {
 	fmt.Println(v.Describe())
 	// Output: vault https://vault.example.com:8200 secret/tailscale#authkey (kv auto, approle)
 }
+
+// TestVaultBAOVariables: OpenBao's names (BAO_ADDR, BAO_TOKEN,
+// BAO_NAMESPACE, BAO_CACERT, BAO_CLIENT_TIMEOUT) are read when their
+// VAULT_ twins are unset; a VAULT_ variable, set, wins.
+func TestVaultBAOVariables(t *testing.T) {
+	clearEnv(t)
+	s := vaulttest.NewTLS(t)
+	s.AddNamespace("team1")
+	s.PutKV("team1/secret", "tailscale", 2, map[string]any{"authkey": testAuthKey})
+	ca := writeFile(t, "ca.pem", string(s.CACertPEM()))
+	t.Setenv("BAO_ADDR", s.URL)
+	t.Setenv("BAO_TOKEN", s.RootToken)
+	t.Setenv("BAO_NAMESPACE", "team1")
+	t.Setenv("BAO_CACERT", ca)
+	v := newVault(t, secrets.VaultConfig{Path: "secret/tailscale"})
+	fetch(t, v)
+	if d := v.Describe(); !strings.Contains(d, s.URL) || !strings.Contains(d, "team1") {
+		t.Errorf("Describe = %q, want BAO_ADDR and BAO_NAMESPACE", d)
+	}
+
+	t.Run("VAULT_ wins", func(t *testing.T) {
+		t.Setenv("VAULT_ADDR", "https://127.0.0.1:1")
+		_, err := newVault(t, secrets.VaultConfig{Path: "secret/tailscale"}).AuthKey(context.Background())
+		if !errors.Is(err, secrets.ErrVaultUnreachable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Errorf("with VAULT_ADDR set: %v, want the VAULT_ADDR address tried", err)
+		}
+	})
+	t.Run("BAO_CLIENT_TIMEOUT", func(t *testing.T) {
+		s.SetDelay(2 * time.Second)
+		defer s.SetDelay(0)
+		t.Setenv("BAO_CLIENT_TIMEOUT", "150ms")
+		_, err := newVault(t, secrets.VaultConfig{Path: "secret/tailscale"}).AuthKey(context.Background())
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "150ms") {
+			t.Errorf("with BAO_CLIENT_TIMEOUT=150ms: %v, want a timeout after 150ms", err)
+		}
+	})
+	t.Run("no token", func(t *testing.T) {
+		t.Setenv("BAO_TOKEN", "")
+		_, err := newVault(t, secrets.VaultConfig{Path: "secret/tailscale"}).AuthKey(context.Background())
+		if !errors.Is(err, secrets.ErrVaultConfig) || !strings.Contains(err.Error(), "BAO_TOKEN") {
+			t.Errorf("without a token: %v, want ErrVaultConfig naming BAO_TOKEN too", err)
+		}
+	})
+}

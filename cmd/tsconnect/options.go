@@ -43,6 +43,7 @@ type vaultOpts struct {
 	secretIDWrapped         bool
 	k8sRole, k8sJWTFile     string
 	wrappedTokenFile        string
+	timeout                 time.Duration
 }
 
 func addJoinFlags(fs *flagSet) *joinOpts {
@@ -67,6 +68,7 @@ func addJoinFlags(fs *flagSet) *joinOpts {
 	fs.StringVar(&v.addr, "vault-addr", "", "Vault `URL`; default $VAULT_ADDR")
 	fs.StringVar(&v.namespace, "vault-namespace", "", "Vault Enterprise / OpenBao `namespace`; default $VAULT_NAMESPACE")
 	fs.StringVar(&v.cacert, "vault-cacert", "", "PEM `file` of CAs to trust for Vault; default $VAULT_CACERT")
+	fs.DurationVar(&v.timeout, "vault-timeout", 0, "bound each Vault request to this `duration`; default $VAULT_CLIENT_TIMEOUT,\nelse 10s (--timeout bounds the whole join, the key fetch included)")
 	fs.StringVar(&v.auth, "vault-auth", string(secrets.AuthToken), "auth `method`: token, approle, kubernetes, or wrapped (no login: the key\ncomes inside a response-wrapping token)")
 	fs.StringVar(&v.authMount, "vault-auth-mount", "", "`path` where the approle or kubernetes auth method is mounted; default\napprole or kubernetes")
 	fs.StringVar(&v.tokenFile, "vault-token-file", "", "token auth: read the token from `file`; default $VAULT_TOKEN")
@@ -160,6 +162,9 @@ func (o *joinOpts) keySource(fs *flagSet, sub string, sio stdio) (secrets.Source
 	default:
 		return nil, usageErrorf(sub, "--vault-auth %q: want token, approle, kubernetes or wrapped", v.auth)
 	}
+	if v.timeout < 0 {
+		return nil, usageErrorf(sub, "--vault-timeout %v: want a positive duration, or 0 for the default", v.timeout)
+	}
 	if v.kvVersion < 0 || v.kvVersion > 2 {
 		return nil, usageErrorf(sub, "--vault-kv-version %d: want 0 (ask Vault), 1 or 2", v.kvVersion)
 	}
@@ -186,6 +191,7 @@ func (o *joinOpts) keySource(fs *flagSet, sub string, sio stdio) (secrets.Source
 			KubernetesRole:    v.k8sRole,
 			KubernetesJWTFile: v.k8sJWTFile,
 			WrappedTokenFile:  v.wrappedTokenFile,
+			Timeout:           v.timeout,
 			Logf:              func(format string, args ...any) { sio.logf("warning: "+format, args...) },
 		}
 	}

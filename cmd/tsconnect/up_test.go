@@ -153,11 +153,21 @@ func TestUp(t *testing.T) {
 			{"http://" + metricsAddr + "/metrics"},
 			{"--unix-socket", sock, "http://tsconnect/metrics"},
 		} {
-			out, code := curlOut(t, args...)
-			if code != 0 {
-				t.Fatalf("curl %v: exit %d\n%s", args, code, out)
+			// A forward's connection is counted when both its halves
+			// have closed, just after the client saw the end.
+			var out string
+			var m map[string]float64
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				var code int
+				if out, code = curlOut(t, args...); code != 0 {
+					t.Fatalf("curl %v: exit %d\n%s", args, code, out)
+				}
+				m = parseProm(t, out)
+				if m[`tsconnect_connections_total{protocol="forward",decision="allow"}`] >= 2 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			m := parseProm(t, out)
 			if got := m[`tsconnect_connections_total{protocol="forward",decision="allow"}`]; got != 2 {
 				t.Errorf("curl %v: forward allow = %v, want 2\n%s", args, got, out)
 			}
