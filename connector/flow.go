@@ -144,26 +144,23 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 	rec.Decision = decisionAllow
 	rec.Resolved = conn.RemoteAddr().String()
 	fc := &flowConn{Conn: conn, f: f, rec: rec, start: start, audit: audit}
-	if f.idle > 0 {
-		fc.mu.Lock()
-		fc.timer = time.AfterFunc(idleTick(f.idle), fc.checkIdle)
-		fc.mu.Unlock()
-	}
 	f.mu.Lock()
 	if f.ended {
 		f.mu.Unlock()
-		fc.mu.Lock()
-		if fc.timer != nil {
-			fc.timer.Stop()
-		}
-		fc.mu.Unlock()
 		conn.Close()
 		<-f.slots
 		return fail(net.ErrClosed)
 	}
 	f.open[fc] = struct{}{}
-	f.mu.Unlock()
 	f.active.Add(1)
+	f.mu.Unlock()
+	if f.idle > 0 {
+		fc.mu.Lock()
+		if !fc.closed {
+			fc.timer = time.AfterFunc(idleTick(f.idle), fc.checkIdle)
+		}
+		fc.mu.Unlock()
+	}
 	return fc, nil
 }
 
