@@ -293,6 +293,11 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if err := c.srv.Start(); err != nil {
 		return nil, fmt.Errorf("connector: starting node: %w", err)
 	}
+	// tsnet has read the key (Start → resolveAuthKey → LocalBackend.Start):
+	// drop its copy. One stays, out of reach: controlclient.Direct.authKey,
+	// kept to register again after a logout or key expiry. Go strings
+	// cannot be zeroed, so the bytes stay in the heap until collected.
+	c.srv.AuthKey = ""
 	emptyDir(c.dir)
 	c.lc, err = c.srv.LocalClient()
 	if err != nil {

@@ -153,15 +153,25 @@ func (ts *tcpServer) addr() string { return ts.ln.Addr().String() }
 // echo copies what it reads back until EOF, then closes.
 func echo(c net.Conn) { io.Copy(c, c) }
 
-// closedPort returns a 127.0.0.1 address nothing listens on.
+// closedPort returns a 127.0.0.1 address that refuses connections until
+// the test ends: a socket bound there that never listens holds the port,
+// so no other process can take it meanwhile (closing a listener and
+// hoping the port stays free let a busy CI machine hand it to another
+// test, and the "refused" dial then hung).
 func closedPort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // lockedBuffer is an audit writer the test can read while the server runs.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tsconnect/tsconnect/connector"
 )
 
 const runUsage = `Usage: tsconnect run [flags] -- COMMAND [ARGS…]
@@ -47,12 +50,17 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	fs := newFlagSet("run", runUsage)
 	jo := addJoinFlags(fs)
 	po := addProxyFlags(fs)
+	childUser := addChildFlags(fs)
 	if code, done := fs.parse(args, sio); done {
 		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return sio.fail(usageErrorf("run", "no command to run: tsconnect run [flags] -- COMMAND [ARGS…]"))
+	}
+	child, err := lookupChild("run", *childUser)
+	if err != nil {
+		return sio.fail(err)
 	}
 	cfg, err := jo.config(fs, sio)
 	if err != nil {
@@ -81,11 +89,11 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	}
 	defer s.closeOnPanic()
 	defer po.serveMetrics(s)()
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && child == nil {
 		// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
-		sio.logf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", argv[0], os.Getpid())
+		sio.logf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): use --child-user nobody, run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", argv[0], os.Getpid())
 	}
-	code = runChild(ctx, s, listeners, path, argv, sigc, sio)
+	code = runChild(ctx, s, listeners, path, argv, child, sigc, sio)
 	if sig := s.close(sigc); sig != nil {
 		return signalExit(sig)
 	}
@@ -94,7 +102,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 
 // runChild starts the forwards and the command, passes signals on, and
 // returns the command's exit status. The caller closes the session.
-func runChild(ctx context.Context, s *session, fwds []*forward, path string, argv []string, sigc <-chan os.Signal, sio stdio) int {
+func runChild(ctx context.Context, s *session, fwds []*forward, path string, argv []string, child *connector.ChildUser, sigc <-chan os.Signal, sio stdio) int {
 	fw, err := startForwards(s, fwds)
 	if err != nil {
 		return sio.fail(err)
@@ -106,6 +114,10 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
 	cmd.Env = s.c.Environ(nil)
+	if child != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: child.Credential}
+		cmd.Env = childEnv(cmd.Env, child)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = sio.In, sio.Out, sio.Err
 	// When the streams are not files (in-process callers), do not hang on a
 	// grandchild that keeps them open.
@@ -157,4 +169,48 @@ func exitStatus(ps *os.ProcessState, err error, sio stdio) int {
 		return exitOK
 	}
 	return ps.ExitCode()
+}
+
+// addChildFlags adds --child-user, for the subcommands that run a command.
+func addChildFlags(fs *flagSet) *string {
+	u := fs.String("child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
+	fs.section("Command")
+	return u
+}
+
+// lookupChild resolves --child-user before joining; nil when unset.
+func lookupChild(sub, spec string) (*connector.ChildUser, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	cu, err := connector.LookupChildUser(spec)
+	if err != nil {
+		return nil, usageErrorf(sub, "--child-user: %s", message(err))
+	}
+	if os.Geteuid() != 0 && cu.Credential.Uid != uint32(os.Geteuid()) {
+		return nil, usageErrorf(sub, "--child-user %s: starting a command as another user needs tsconnect to run as root", spec)
+	}
+	return &cu, nil
+}
+
+// childEnv sets USER, LOGNAME and HOME to the child user's, when the user
+// database names them.
+func childEnv(env []string, cu *connector.ChildUser) []string {
+	set := map[string]string{}
+	if cu.Name != "" {
+		set["USER"], set["LOGNAME"] = cu.Name, cu.Name
+	}
+	if cu.Home != "" {
+		set["HOME"] = cu.Home
+	}
+	out := env[:0:0]
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); set[name] == "" {
+			out = append(out, kv)
+		}
+	}
+	for name, v := range set {
+		out = append(out, name+"="+v)
+	}
+	return out
 }

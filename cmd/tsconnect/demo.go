@@ -65,10 +65,15 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	// The demo must work on a machine where 1055 is taken.
 	po.listen = "127.0.0.1:0"
 	fs.Lookup("listen").DefValue = po.listen
+	childUser := addChildFlags(fs)
 	fs.BoolVar(&verbose, "v", false, "verbose: logs of the demo tailnet and of the node on stderr")
 	fs.section("Output")
 	if code, done := fs.parse(args, sio); done {
 		return code
+	}
+	child, err := lookupChild("demo", *childUser)
+	if err != nil {
+		return sio.fail(err)
 	}
 	if len(allow) == 0 {
 		allow = listFlag{demoAllow}
@@ -137,7 +142,7 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	// connector greets each peer before its first connection.
 
 	if len(argv) > 0 {
-		code = runChild(ctx, s, listeners, path, argv, sigc, sio)
+		code = runChild(ctx, s, listeners, path, argv, child, sigc, sio)
 		if sig := s.close(sigc); sig != nil {
 			return signalExit(sig)
 		}

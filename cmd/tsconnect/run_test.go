@@ -246,3 +246,50 @@ func TestForwardDeniedAfterJoin(t *testing.T) {
 	}
 	tn.waitGone(t, "fwd-denied", time.Now(), "tsconnect exited")
 }
+
+// TestChildUser: with --child-user nobody, the command runs as nobody with
+// no capabilities, and can neither open tsconnect's /proc/<pid>/mem or
+// environ nor ptrace-attach to it; a root child could (TestRootChildEnviron
+// shows what it still reads). Root as the child user, or an unknown user,
+// is a usage error found before joining.
+func TestChildUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can start a command as another user")
+	}
+	tn := newTailnet(t, "")
+	probe := `id -u; grep CapEff /proc/self/status
+cat /proc/$PPID/mem 2>&1 | head -1
+cat /proc/$PPID/environ >/dev/null 2>&1 && echo "environ: read" || echo "environ: refused"
+if command -v perl >/dev/null && [ "$(uname -m)" = x86_64 ]; then
+	perl -e '$r = syscall(101, 16, $ARGV[0]+0, 0, 0); print "ptrace: ", ($r == -1 ? "$!" : "attached"), "\n"' $PPID
+fi`
+	p := tsc(t, tn.env(), "run", "--listen", "127.0.0.1:0", "--child-user", "nobody", "--", "sh", "-c", probe)
+	out := p.stdout.String()
+	if p.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", p.code, out, p.stderr)
+	}
+	t.Logf("the child says:\n%s", out)
+	for _, want := range []string{"65534\n", "CapEff:\t0000000000000000\n", "Permission denied", "environ: refused"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("child output lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "ptrace: ") && !strings.Contains(out, "ptrace: Operation not permitted") {
+		t.Errorf("the child could ptrace tsconnect")
+	}
+	if strings.Contains(p.stderr.String(), "runs as root") {
+		t.Errorf("root warning printed for a child that is not root:\n%s", p.stderr)
+	}
+
+	for _, tc := range []struct{ user, want string }{
+		{"root", "child user is root"},
+		{"0:0", "child user is root"},
+		{"no-such-user-here", "unknown user"},
+		{"nobody:no-such-group", "unknown group"},
+	} {
+		p := tsc(t, tn.env(), "run", "--child-user", tc.user, "--", "true")
+		if p.code != exitUsage || !strings.Contains(p.stderr.String(), tc.want) || strings.Contains(p.stderr.String(), "joining") {
+			t.Errorf("--child-user %s: exit %d, want %d naming %q before joining:\n%s", tc.user, p.code, exitUsage, tc.want, p.stderr)
+		}
+	}
+}
