@@ -25,11 +25,15 @@
 //
 // # Audit
 //
-// With [Config.Audit] set, one JSON [AuditRecord] line is written per SOCKS5
-// or HTTP CONNECT client connection when it ends, and one per request for
+// With [Config.Audit] set, it receives one [AuditRecord] per SOCKS5 or HTTP
+// CONNECT client connection when it ends, and one per request for
 // plain-http forwarding (a keep-alive connection carries several requests).
-// HTTP connections that end without a single well-formed request (a malformed
-// request line, a header timeout) get one "error" line.
+// HTTP connections that end without a single well-formed request (a
+// malformed request line, a header timeout) get one "error" record. A
+// tunnel whose Dial takes its audit over ([Request.Audited], as the
+// connector's does) gets its record from Dial's layer instead, which also
+// times tunnels out: this package does not. Writing records (the
+// connector writes JSON lines) is the caller's.
 package socks
 
 import (
