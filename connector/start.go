@@ -80,7 +80,7 @@ func (c *Connector) awaitRunning(ctx context.Context) error {
 			// Never print the URL: whoever opened it could claim the node.
 			return &StartError{Kind: KindLogin, ControlURL: c.controlURL,
 				Err:  errors.New("the control plane asks for an interactive login, so the key was not accepted"),
-				Hint: "use a valid, unexpired, pre-authorized auth key (reusable, ephemeral, tagged)"}
+				Hint: "use a valid, unexpired, pre-approved auth key (ephemeral, tagged)"}
 		}
 		if n.State == nil {
 			continue
@@ -106,7 +106,7 @@ func (c *Connector) awaitRunning(ctx context.Context) error {
 // Control plane messages vary ("invalid key", "authkey expired",
 // "requested tags … are invalid or not permitted"); all mean the key.
 func (c *Connector) rejected(msg string) error {
-	hint := "mint a new key (reusable, ephemeral, tagged, pre-approved) and check it has not expired or been revoked"
+	hint := "mint a new key (ephemeral, tagged, pre-approved; a single-use key works once) and check it has not expired or been revoked"
 	low := strings.ToLower(msg)
 	if strings.Contains(low, "tag") {
 		hint = "the key may not carry the requested tags: make the key's owner a tagOwner of each tag, or request only the key's own tags"
