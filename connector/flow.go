@@ -50,13 +50,6 @@ const (
 // connections are open.
 var ErrTooManyConns = errors.New("too many open connections (Config.MaxConns)")
 
-// Audit decisions, as socks.AuditRecord names them.
-const (
-	decisionAllow = "allow"
-	decisionDeny  = "deny"
-	decisionError = "error"
-)
-
 // flows is the connection layer's state: the limit, the counters and the
 // audit sink.
 type flows struct {
@@ -68,7 +61,6 @@ type flows struct {
 	open  map[*flowConn]struct{}
 	ended bool
 
-	active atomic.Int64
 	// Bytes of the connections that ended, and of the proxy's own records;
 	// open connections count theirs in flowConn (see bytes).
 	bytesUp, bytesDown atomic.Int64
@@ -141,7 +133,7 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 		<-f.slots
 		return fail(err)
 	}
-	rec.Decision = decisionAllow
+	rec.Decision = socks.DecisionAllow
 	rec.Resolved = conn.RemoteAddr().String()
 	fc := &flowConn{Conn: conn, f: f, rec: rec, start: start, audit: audit}
 	f.mu.Lock()
@@ -152,7 +144,6 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 		return fail(net.ErrClosed)
 	}
 	f.open[fc] = struct{}{}
-	f.active.Add(1)
 	f.mu.Unlock()
 	if f.idle > 0 {
 		fc.mu.Lock()
@@ -166,15 +157,9 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 
 // setOutcome fills in a failed connection's decision, rule and error.
 func setOutcome(rec *AuditRecord, err error) {
-	rec.Decision = decisionError
-	var d interface {
-		Denied() bool
-		RuleName() string
-		DenialReason() string
-	}
-	if errors.As(err, &d) && d.Denied() {
-		rec.Decision = decisionDeny
-		rec.Rule, rec.Reason = d.RuleName(), d.DenialReason()
+	rec.Decision = socks.DecisionError
+	if rule, reason, denied := socks.DenialOf(err); denied {
+		rec.Decision, rec.Rule, rec.Reason = socks.DecisionDeny, rule, reason
 	}
 	rec.Error = err.Error()
 }
@@ -199,10 +184,11 @@ func (f *flows) fromProxy(r AuditRecord) {
 	f.record(r, time.Time{})
 }
 
-// bytes returns the bytes up and down of every connection so far, open
-// ones included.
-func (f *flows) bytes() (up, down int64) {
+// totals returns the bytes up and down of every connection so far, open
+// ones included, and how many are open.
+func (f *flows) totals() (up, down, open int64) {
 	f.mu.Lock()
+	open = int64(len(f.open))
 	for fc := range f.open {
 		if fc.audit {
 			up += fc.up.Load()
@@ -215,7 +201,7 @@ func (f *flows) bytes() (up, down int64) {
 	up += f.bytesUp.Load()
 	down += f.bytesDown.Load()
 	f.mu.Unlock()
-	return up, down
+	return up, down, open
 }
 
 // end closes every connection still open, so that each writes its
@@ -253,8 +239,7 @@ type flowConn struct {
 	seen      int64
 	quietFrom time.Time
 
-	mu      sync.Mutex // guards reason and closed
-	reason  error      // why the connection layer closed it, if it did
+	mu      sync.Mutex // guards closed and timer
 	closed  bool
 	lastErr atomic.Pointer[error] // a Read or Write error other than a close
 }
@@ -315,7 +300,6 @@ func (fc *flowConn) closeWith(reason error) error {
 		return nil
 	}
 	fc.closed = true
-	fc.reason = reason
 	if fc.timer != nil {
 		fc.timer.Stop()
 	}
@@ -330,7 +314,6 @@ func (fc *flowConn) closeWith(reason error) error {
 		f.bytesDown.Add(down)
 	}
 	f.mu.Unlock()
-	f.active.Add(-1)
 	<-f.slots
 	if fc.audit {
 		r := fc.rec

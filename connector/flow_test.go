@@ -53,6 +53,14 @@ func (r *records) wait(t *testing.T, what string, match func(connector.AuditReco
 	}
 }
 
+// eventually polls cond for up to 5 s, for counts that land just after
+// what the client sees; the caller then asserts on the final value.
+func eventually(cond func() bool) {
+	for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // echo writes msg on c, half-closes, and returns what comes back.
 func echo(t *testing.T, c net.Conn, msg string) string {
 	t.Helper()
@@ -159,11 +167,9 @@ func TestConnectionLayer(t *testing.T) {
 		if rec.Decision != "allow" || rec.BytesUp != 5 || rec.BytesDown != 5 {
 			t.Errorf("record %+v: want allow, 5 bytes each way", rec)
 		}
-		st := fw.Stats() // counted once the splice has ended, just after the record
-		for deadline := time.Now().Add(5 * time.Second); st.BytesDown < 5 && time.Now().Before(deadline); st = fw.Stats() {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if st.Accepted != 1 || st.BytesUp != 5 || st.BytesDown != 5 {
+		// Counted once the splice has ended, just after the record.
+		eventually(func() bool { return fw.Stats().BytesDown >= 5 })
+		if st := fw.Stats(); st.Accepted != 1 || st.BytesUp != 5 || st.BytesDown != 5 {
 			t.Errorf("forward stats %+v", st)
 		}
 
@@ -224,9 +230,7 @@ func TestConnectionLayer(t *testing.T) {
 
 	t.Run("max-conns", func(t *testing.T) {
 		// The earlier tunnels' connections close just after their clients.
-		for deadline := time.Now().Add(5 * time.Second); c.Stats().Active != 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
+		eventually(func() bool { return c.Stats().Active == 0 })
 		var open []net.Conn
 		defer func() {
 			for _, c := range open {
@@ -451,11 +455,8 @@ func TestAuditNeverBlocks(t *testing.T) {
 		}
 	}
 	// The last denial is counted just after its reply is written.
-	st := c.Stats()
-	for deadline := time.Now().Add(5 * time.Second); st.Denied < 1100 && time.Now().Before(deadline); st = c.Stats() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.AuditDropped == 0 || st.Denied != 1100 {
+	eventually(func() bool { return c.Stats().Denied >= 1100 })
+	if st := c.Stats(); st.AuditDropped == 0 || st.Denied != 1100 {
 		t.Errorf("Stats %+v: want 1100 denied, some records dropped", st)
 	}
 	t0 := time.Now()

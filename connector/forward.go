@@ -2,10 +2,12 @@ package connector
 
 import (
 	"context"
-	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tsconnect/tsconnect/socks"
 )
 
 // Forward is a local port forward started by Connector.Forward.
@@ -89,6 +91,9 @@ func (f *Forward) Close() error {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
+	f.c.fwdMu.Lock()
+	f.c.forwards = slices.DeleteFunc(f.c.forwards, func(g *Forward) bool { return g == f })
+	f.c.fwdMu.Unlock()
 	return err
 }
 
@@ -131,45 +136,16 @@ func (f *Forward) forward(local net.Conn) {
 		}
 		return
 	}
-	up, down := splice(local, remote)
+	up, down, _ := socks.Splice(local, remote) // the flow's audit record has the error
 	f.bytesUp.Add(up)
 	f.bytesDown.Add(down)
-}
-
-// splice copies both ways until both directions are done. When one side
-// finishes sending, the other side's write half is closed, so protocols
-// that half-close (a client sending EOF and then reading the answer) work;
-// an error in either direction ends both.
-func splice(local, remote net.Conn) (up, down int64) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		up = pipe(remote, local)
-	}()
-	down = pipe(local, remote)
-	<-done
-	local.Close()
-	remote.Close()
-	return up, down
-}
-
-// pipe copies src to dst, then half-closes dst, or closes both on error.
-func pipe(dst, src net.Conn) int64 {
-	n, err := io.Copy(dst, src)
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
-		cw.CloseWrite()
-	} else {
-		dst.Close()
-		src.Close()
-	}
-	return n
 }
 
 // closeForwards closes the connector's forwards; none start afterwards.
 func (c *Connector) closeForwards() {
 	c.fwdMu.Lock()
 	c.fwdClosed = true
-	fwds := c.forwards
+	fwds := slices.Clone(c.forwards) // each Close removes itself from c.forwards
 	c.fwdMu.Unlock()
 	for _, f := range fwds {
 		f.Close()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"tailscale.com/metrics"
+
+	"github.com/tsconnect/tsconnect/socks"
 )
 
 // metricSet holds the connection layer's labelled counters. The maps are
@@ -39,7 +41,7 @@ func (m *metricSet) init() {
 
 func (m *metricSet) count(r *AuditRecord) {
 	m.conns.Add(connKey{r.Protocol, r.Decision}, 1)
-	if r.Decision == decisionDeny {
+	if r.Decision == socks.DecisionDeny {
 		rule := r.Rule
 		if rule == "" {
 			rule = "none"
@@ -68,14 +70,14 @@ type Stats struct {
 // Stats returns a snapshot of the connection layer's counters.
 func (c *Connector) Stats() Stats {
 	f := c.flows
-	st := Stats{Active: f.active.Load(), AuditDropped: f.q.Dropped()}
-	st.BytesUp, st.BytesDown = f.bytes()
+	st := Stats{AuditDropped: f.q.Dropped()}
+	st.BytesUp, st.BytesDown, st.Active = f.totals()
 	f.m.conns.Do(func(kv metrics.KeyValue[connKey]) {
 		n := kv.Value.(interface{ Value() int64 }).Value()
 		switch kv.Key.Decision {
-		case decisionAllow:
+		case socks.DecisionAllow:
 			st.Allowed += n
-		case decisionDeny:
+		case socks.DecisionDeny:
 			st.Denied += n
 		default:
 			st.Failed += n

@@ -25,11 +25,11 @@ type AuditRecord struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// Audit decisions.
+// AuditRecord.Decision values.
 const (
-	decisionAllow = "allow"
-	decisionDeny  = "deny"
-	decisionError = "error"
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+	DecisionError = "error"
 )
 
 // record is an AuditRecord being filled in by the goroutine serving it.
@@ -50,7 +50,7 @@ func (s *Server) newRecord(cc *clientConn, protocol string, start time.Time) *re
 	}
 }
 
-func (r *record) allow() { r.Decision = decisionAllow }
+func (r *record) allow() { r.Decision = DecisionAllow }
 
 // Proxy authentication's denials: the rule and reason audit lines name.
 const (
@@ -62,7 +62,7 @@ const (
 func (r *record) denyPolicy(pe *policyError) { r.deny(pe.rule, pe.reason, pe) }
 
 func (r *record) deny(rule, reason string, err error) {
-	r.Decision = decisionDeny
+	r.Decision = DecisionDeny
 	r.Rule, r.Reason = rule, reason
 	if err != nil {
 		r.Error = err.Error()
@@ -70,7 +70,7 @@ func (r *record) deny(rule, reason string, err error) {
 }
 
 func (r *record) fail(err error) {
-	r.Decision = decisionError
+	r.Decision = DecisionError
 	if err != nil {
 		r.Error = err.Error()
 	}
@@ -88,15 +88,15 @@ func (r *record) setError(err error) {
 // over (Request.Audited).
 func (s *Server) finish(r *record) {
 	switch r.Decision {
-	case decisionAllow:
+	case DecisionAllow:
 		s.st.allowed.Add(1)
-	case decisionDeny:
+	case DecisionDeny:
 		s.st.denied.Add(1)
 	default:
-		r.Decision = decisionError
+		r.Decision = DecisionError
 		s.st.failed.Add(1)
 	}
-	if r.Error != "" && r.Decision != decisionAllow {
+	if r.Error != "" && r.Decision != DecisionAllow {
 		s.cfg.Logf("socks: %s %s %s: %s", r.Client, r.Protocol, r.Decision, r.Error)
 	}
 	if r.req != nil && r.req.audited.Load() {

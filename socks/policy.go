@@ -30,13 +30,7 @@ type policyError struct {
 
 func newPolicyError(target string, err error) *policyError {
 	pe := &policyError{target: target, err: err}
-	var d Denial
-	if errors.As(err, &d) && d.Denied() {
-		pe.rule = d.RuleName()
-		if r, ok := d.(interface{ DenialReason() string }); ok {
-			pe.reason = r.DenialReason()
-		}
-	}
+	pe.rule, pe.reason, _ = DenialOf(err)
 	if err == errBadHost {
 		pe.reason = errBadHost.Error()
 	}
@@ -55,10 +49,24 @@ func (e *policyError) Error() string {
 
 func (e *policyError) Unwrap() error { return e.err }
 
+// DenialOf reports whether err is a policy denial (see [Denial]) and, if
+// so, the rule that decided and the short reason, either "" when the
+// error gives none.
+func DenialOf(err error) (rule, reason string, denied bool) {
+	var d Denial
+	if !errors.As(err, &d) || !d.Denied() {
+		return "", "", false
+	}
+	if r, ok := d.(interface{ DenialReason() string }); ok {
+		reason = r.DenialReason()
+	}
+	return d.RuleName(), reason, true
+}
+
 // isDenial reports whether err is a policy denial.
 func isDenial(err error) bool {
-	var d Denial
-	return errors.As(err, &d) && d.Denied()
+	_, _, denied := DenialOf(err)
+	return denied
 }
 
 // malformedError denies a host that dnsfilter.Malformed refuses: the one

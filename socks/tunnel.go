@@ -28,35 +28,51 @@ func (s *Server) splice(client net.Conn, pending []byte, target net.Conn, rec *r
 			return
 		}
 	}
-	type result struct {
-		n   int64
-		err error
-	}
-	down := make(chan result, 1)
-	go func() {
-		n, err := copyHalf(client, target, &s.st.bytesDown)
-		down <- result{n, err}
-	}()
-	up, upErr := copyHalf(target, client, &s.st.bytesUp)
-	d := <-down
-	client.Close()
-	target.Close()
-
+	up, down, err := spliceCounted(client, target, &s.st.bytesUp, &s.st.bytesDown)
 	rec.BytesUp += up
-	rec.BytesDown += d.n
+	rec.BytesDown += down
 	if s.ctx.Err() != nil {
 		rec.setError(errServerClosed)
 		return
 	}
-	for _, err := range []error{upErr, d.err} {
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			rec.setError(err)
+	rec.setError(err)
+}
+
+// Splice copies between a and b in both directions through pooled
+// buffers, half-closing each side as the other reaches EOF (so a client
+// that sends EOF and then reads the answer works), until both directions
+// end; an error in either ends both. It closes both connections and
+// returns the bytes copied from a to b and from b to a, and the first
+// error other than a closed connection. The proxy's tunnels and the
+// connector's forwards are spliced with it.
+func Splice(a, b net.Conn) (ab, ba int64, err error) { return spliceCounted(a, b, nil, nil) }
+
+// spliceCounted is Splice that also adds the bytes to the totals, if not
+// nil, as they flow.
+func spliceCounted(a, b net.Conn, abTotal, baTotal *atomic.Int64) (ab, ba int64, err error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	back := make(chan result, 1)
+	go func() {
+		n, err := copyHalf(a, b, baTotal)
+		back <- result{n, err}
+	}()
+	ab, abErr := copyHalf(b, a, abTotal)
+	r := <-back
+	a.Close()
+	b.Close()
+	for _, e := range []error{abErr, r.err} {
+		if e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+			err = e
 		}
 	}
+	return ab, r.n, err
 }
 
 // copyHalf copies src to dst through a pooled buffer, counting the bytes in
-// total. On EOF it half-closes dst (if it can) so the other direction keeps
+// total (if not nil). On EOF it half-closes dst (if it can) so the other direction keeps
 // flowing; on any error it closes both connections so the other direction
 // ends too.
 func copyHalf(dst, src net.Conn, total *atomic.Int64) (int64, error) {
@@ -86,7 +102,7 @@ type meteredReader struct {
 
 func (m *meteredReader) Read(p []byte) (int, error) {
 	n, err := m.r.Read(p)
-	if n > 0 {
+	if n > 0 && m.total != nil {
 		m.total.Add(int64(n))
 	}
 	return n, err
