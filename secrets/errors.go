@@ -9,7 +9,8 @@ import (
 // names the Vault address, the path and the auth method, never a secret.
 var (
 	// ErrVaultConfig reports a VaultConfig, or VAULT_* variable, that
-	// cannot work: a missing Path, an unknown Auth, no credentials.
+	// cannot work: a missing Path, an unknown Auth, no credentials, a
+	// namespace Vault does not know.
 	ErrVaultConfig = errors.New("invalid vault configuration")
 	// ErrVaultUnreachable reports that Vault did not answer: connection
 	// refused, DNS, TLS, or no answer within the timeout (then the error
@@ -21,10 +22,10 @@ var (
 	// allow the request, or the token is invalid, expired or revoked.
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrNotFound reports that nothing is stored at the path (or that its
-	// latest KV v2 version is deleted).
+	// latest KV v2 version is deleted or destroyed).
 	ErrNotFound = errors.New("secret not found")
-	// ErrNoMount reports that no secrets engine or auth method is mounted
-	// where the path points ("no handler for route").
+	// ErrNoMount reports that no secrets engine is mounted where the path
+	// points ("no handler for route").
 	ErrNoMount = errors.New("nothing mounted at path")
 	// ErrFieldMissing reports a secret without the configured field. The
 	// detail lists the field names it has, never their values.

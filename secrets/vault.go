@@ -62,7 +62,9 @@ type VaultConfig struct {
 	// https://127.0.0.1:8200.
 	Address string
 	// Namespace is the Vault Enterprise or OpenBao namespace. Empty means
-	// VAULT_NAMESPACE, else none.
+	// VAULT_NAMESPACE, else BAO_NAMESPACE, else none (the root
+	// namespace). A namespace can also be written at the front of Path
+	// ("team1/secret/tailscale"), as the Vault API allows.
 	Namespace string
 	// CACert is a PEM file of CAs to trust for Vault's certificate. Empty
 	// means VAULT_CACERT (or VAULT_CAPATH), else the system's roots.
@@ -145,6 +147,7 @@ type VaultSource struct {
 	conf    *api.Config // shared by the clients made for each fetch
 	addr    string      // the address requests go to, for messages
 	ns      string
+	nsEnv   string // the variable ns came from; "" for VaultConfig.Namespace
 	timeout time.Duration
 	kv      atomic.Int32 // KV version set or last detected; 0 unknown
 }
@@ -206,8 +209,13 @@ func Vault(cfg VaultConfig) (*VaultSource, error) {
 		cfg:     cfg,
 		conf:    conf,
 		addr:    c.Address(),
-		ns:      cmp.Or(cfg.Namespace, vaultEnv(api.EnvVaultNamespace)),
+		ns:      cfg.Namespace,
 		timeout: timeout,
+	}
+	for _, name := range []string{api.EnvVaultNamespace, baoName(api.EnvVaultNamespace)} {
+		if v.ns == "" {
+			v.ns, v.nsEnv = os.Getenv(name), name
+		}
 	}
 	v.kv.Store(int32(cfg.KVVersion))
 	return v, nil
@@ -301,7 +309,7 @@ func (c *VaultConfig) check() error {
 	case c.Auth == AuthWrapped && c.Path != "":
 		return fmt.Errorf("Path is not used with Auth %q, where the wrapping token carries the key itself: leave it empty", c.Auth)
 	case c.Auth != AuthWrapped && c.Path == "":
-		return fmt.Errorf("Path is empty: set it to the KV secret holding the key, as `vault kv get` names it, e.g. secret/tailscale")
+		return fmt.Errorf("Path is empty: set it to the KV secret holding the key, as %s names it, e.g. secret/tailscale", cli("kv get"))
 	case c.KVVersion < 0 || c.KVVersion > 2:
 		return fmt.Errorf("KVVersion is %d: use 0 to detect, 1 or 2", c.KVVersion)
 	case c.Mount != "" && c.KVVersion == 0:
@@ -510,14 +518,14 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 			}
 			s, _ := data["secret_id"].(string)
 			if s == "" {
-				return "", false, r.errf("%w: %s wraps no secret_id (%s): wrap the answer of `vault write -f auth/%s/role/<role>/secret-id`", ErrFieldMissing, what, fieldNames(data), cfg.AuthMount)
+				return "", false, r.errf("%w: %s wraps no secret_id (%s): wrap the answer of %s", ErrFieldMissing, what, fieldNames(data), cli("write -f auth/"+cfg.AuthMount+"/role/<role>/secret-id"))
 			}
 			secretID = s
 			r.secret(secretID)
 		}
 		r.auth = "the token from approle login at auth/" + cfg.AuthMount
 		tok, err := r.login(ctx, "approle", map[string]any{"role_id": roleID, "secret_id": secretID},
-			fmt.Sprintf("check the role_id (from %s) and the secret_id (from %s); a secret_id expires and may be limited to a number of uses: issue a new one with `vault write -f auth/%s/role/<role>/secret-id`", roleFrom, secretFrom, cfg.AuthMount))
+			fmt.Sprintf("check the role_id (from %s) and the secret_id (from %s); a secret_id expires and may be limited to a number of uses: issue a new one with %s", roleFrom, secretFrom, cli("write -f auth/"+cfg.AuthMount+"/role/<role>/secret-id")))
 		return tok, tok != "", err
 
 	case AuthKubernetes:
@@ -528,7 +536,7 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 		r.secret(jwt)
 		r.auth = fmt.Sprintf("the token from kubernetes login as role %q at auth/%s", cfg.KubernetesRole, cfg.AuthMount)
 		tok, err := r.login(ctx, "kubernetes", map[string]any{"role": cfg.KubernetesRole, "jwt": jwt},
-			fmt.Sprintf("check that the role exists (`vault read auth/%s/role/%s`) and is bound to this pod's service account and namespace, and that %s is that service account's token", cfg.AuthMount, cfg.KubernetesRole, cfg.KubernetesJWTFile))
+			fmt.Sprintf("check with %s that the role exists and is bound to this pod's service account and namespace, and that %s is that service account's token", cli("read auth/"+cfg.AuthMount+"/role/"+cfg.KubernetesRole), cfg.KubernetesJWTFile))
 		return tok, tok != "", err
 	}
 
@@ -541,9 +549,10 @@ func (r *vaultRun) token(ctx context.Context) (string, bool, error) {
 }
 
 // login logs in through the method mounted at AuthMount and returns the
-// client token.
+// client token. hint says what to check about the credentials.
 func (r *vaultRun) login(ctx context.Context, method string, body map[string]any, hint string) (string, error) {
-	path := "auth/" + r.v.cfg.AuthMount + "/login"
+	mount := "auth/" + r.v.cfg.AuthMount
+	path := mount + "/login"
 	sec, rep, err := r.apiCall(ctx, "PUT", path, "", func(ctx context.Context) (*api.Secret, error) {
 		return r.client.Logical().WriteWithContext(ctx, path, body)
 	})
@@ -559,12 +568,14 @@ func (r *vaultRun) login(ctx context.Context, method string, body map[string]any
 		return sec.Auth.ClientToken, nil
 	case rep.status == 400:
 		return "", r.hintf(hint, "%w: %s login at %s refused (%s)", ErrLoginFailed, method, path, rep.messages())
+	case rep.status == 403 && method == "approle":
+		// AppRole refuses bad credentials with a 400: its 403 is the
+		// one Vault gives for a login at a path under no auth mount.
+		return "", r.hintf("check "+cli("auth list")+" and set AuthMount to the AppRole method's path",
+			"%w: %w: approle login at %s refused (%s): no auth method is mounted at %s (a wrong role_id or secret_id gets a 400)", ErrLoginFailed, ErrPermissionDenied, path, rep.messages(), mount)
 	case rep.status == 403:
-		return "", r.hintf(hint+"; Vault also answers so when no auth method is mounted at auth/"+r.v.cfg.AuthMount+": check `vault auth list` and AuthMount",
-			"%w: %w: %s login at %s refused (%s)", ErrLoginFailed, ErrPermissionDenied, method, path, rep.messages())
-	case rep.status == 404:
-		return "", r.hintf("set AuthMount to its path, as `vault auth list` shows it",
-			"%w: %w: no %s auth method is mounted at auth/%s (%s)", ErrLoginFailed, ErrNoMount, method, r.v.cfg.AuthMount, rep.messages())
+		return "", r.hintf(hint+", then that `vault auth list` shows the method at "+mount+" (AuthMount)",
+			"%w: %w: %s login at %s refused (%s): Vault rejected the service account token, or no auth method is mounted at %s", ErrLoginFailed, ErrPermissionDenied, method, path, rep.messages(), mount)
 	}
 	return "", r.unexpected(rep, "PUT", path)
 }
@@ -572,20 +583,19 @@ func (r *vaultRun) login(ctx context.Context, method string, body map[string]any
 // unwrap unwraps a response-wrapping token and returns the wrapped data.
 func (r *vaultRun) unwrap(ctx context.Context, token, what string) (map[string]any, error) {
 	r.secret(token)
-	// The wrapping token is the request's token: vault/api then sends no
-	// body.
-	sec, rep, err := r.apiCall(ctx, "PUT", "sys/wrapping/unwrap", token, func(ctx context.Context) (*api.Secret, error) {
-		return r.client.Logical().UnwrapWithContext(ctx, token)
-	})
+	// The wrapping token is the request's token, and there is no body.
+	// Not vault/api's Unwrap: it takes a 404 for an old-style wrapping
+	// token and reads cubbyhole/response instead, losing Vault's answer.
+	rep, err := r.call(ctx, "PUT", "sys/wrapping/unwrap", token, nil)
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case rep.ok():
-		if sec == nil || sec.Data == nil {
+		if rep.Data == nil {
 			return nil, r.errf("%w: %s wrapped a response without data", ErrFieldMissing, what)
 		}
-		return sec.Data, nil
+		return rep.Data, nil
 	case rep.status == 400 || rep.status == 403:
 		return nil, r.errf("%w: cannot unwrap %s (%s): a wrapping token works once and expires (5 minutes by default), so issue a new one; if tsconnect never unwrapped this one, someone else may have: treat what it wrapped as exposed", ErrWrappingToken, what, rep.messages())
 	}
@@ -671,9 +681,11 @@ func (r *vaultRun) kvTarget(ctx context.Context, token string) (kvTarget, error)
 	case rep.status == 404:
 		// Vault before 0.10 has no such endpoint, and only KV v1.
 		return kvTarget{version: 1, how: "assumed (Vault has no sys/internal/ui/mounts)", readPath: p}, nil
+	case rep.badToken():
+		return kvTarget{}, r.invalidToken(rep, "the KV version lookup, GET "+pre)
 	case rep.status == 403:
-		return kvTarget{}, r.hintf("check `vault secrets list` and the token's policies, or set KVVersion to skip this lookup",
-			"%w: Vault would not say which secrets engine serves %s (GET %s, %s): nothing is mounted there, or %s has no access to anything on that mount", ErrPermissionDenied, p, pre, rep.messages(), r.auth)
+		return kvTarget{}, r.hintf("check "+cli("secrets list")+" and the token's policies, or set KVVersion to skip this lookup",
+			"%w: Vault would not say which secrets engine serves %s (GET %s, %s): nothing is mounted there%s, or %s has no access to anything on that mount", ErrPermissionDenied, p, pre, rep.messages(), r.pathNamespace(), r.auth)
 	case !rep.ok():
 		return kvTarget{}, r.unexpected(rep, "GET", pre)
 	}
@@ -728,18 +740,42 @@ func (r *vaultRun) readKV(ctx context.Context, token string) (Key, error) {
 			return Key{}, r.errf("%w: %s (%s) holds no data", ErrNotFound, p, t)
 		}
 		return r.field(data, p)
+	case rep.badToken():
+		return Key{}, r.invalidToken(rep, "reading "+p+", GET "+t.readPath)
 	case rep.status == 403:
-		return Key{}, r.errf("%w: reading %s (%s) with %s (%s): the token may have expired or been revoked, or its policies do not grant \"read\" on %s; check with `vault token capabilities %s`", ErrPermissionDenied, p, t, r.auth, rep.messages(), t.readPath, t.readPath)
+		return Key{}, r.hintf("check with "+cli("token capabilities "+t.readPath),
+			"%w: reading %s (%s) with %s (%s): its policies do not grant \"read\" on %s", ErrPermissionDenied, p, t, r.auth, rep.messages(), t.readPath)
 	case rep.status == 404:
 		return Key{}, r.notFound(rep, t)
 	}
 	return Key{}, r.unexpected(rep, "GET", t.readPath)
 }
 
+// invalidToken explains a 403 in the plain form (see badToken) to what,
+// the request.
+func (r *vaultRun) invalidToken(rep *vaultReply, what string) error {
+	return r.hintf("check it with "+cli("token lookup")+", or use a new one",
+		"%w: Vault refused %s for %s (%s): the token is likely invalid, expired or revoked", ErrPermissionDenied, r.auth, what, rep.messages())
+}
+
+// pathNamespace is the other reading of a Path at which Vault finds no
+// mount: a namespace written at its front that does not exist is, to
+// Vault, an ordinary path. It is "" for a Path too short to start with a
+// namespace, a mount and a secret.
+func (r *vaultRun) pathNamespace() string {
+	first, rest, _ := strings.Cut(r.v.cfg.Path, "/")
+	if !strings.Contains(rest, "/") {
+		return ""
+	}
+	ns := strings.TrimPrefix(strings.Trim(r.v.ns, "/")+"/"+first, "/")
+	return fmt.Sprintf(", or namespace %q (from the path) not found", ns)
+}
+
 func (r *vaultRun) notFound(rep *vaultReply, t kvTarget) error {
 	p := r.v.cfg.Path
 	if rep.says("no handler for route") {
-		return r.errf("%w: no secrets engine is mounted where %s points (%s): check its first segment against `vault secrets list`", ErrNoMount, t.readPath, rep.messages())
+		return r.hintf("check its first segment against "+cli("secrets list"),
+			"%w: no secrets engine is mounted where %s points%s (%s)", ErrNoMount, t.readPath, r.pathNamespace(), rep.messages())
 	}
 	for _, w := range rep.Warnings {
 		if strings.Contains(w, "Invalid path for a versioned K/V") {
@@ -747,11 +783,18 @@ func (r *vaultRun) notFound(rep *vaultReply, t kvTarget) error {
 		}
 	}
 	if meta, ok := rep.Data["metadata"].(map[string]any); ok {
-		if d, _ := meta["deletion_time"].(string); d != "" || meta["destroyed"] == true {
-			return r.errf("%w: the latest version of %s (%s) was deleted (deletion_time %s): restore it with `vault kv undelete -versions=<n> %s` or write the key again", ErrNotFound, p, t, cmp.Or(d, "destroyed"), p)
+		// A destroyed version is gone for good, deleted or not before.
+		d, _ := meta["deletion_time"].(string)
+		switch {
+		case meta["destroyed"] == true:
+			return r.hintf(fmt.Sprintf("write the key again with %s", cli(fmt.Sprintf("kv put %s %s=…", p, r.v.cfg.Field))),
+				"%w: the latest version (%v) of %s (%s) is destroyed", ErrNotFound, meta["version"], p, t)
+		case d != "":
+			return r.hintf(fmt.Sprintf("restore it with %s, or write the key again", cli(fmt.Sprintf("kv undelete -versions=%v %s", meta["version"], p))),
+				"%w: the latest version (%v) of %s (%s) was deleted at %s", ErrNotFound, meta["version"], p, t, d)
 		}
 	}
-	hint := fmt.Sprintf("check Path: `vault kv get %s` should show the key", p)
+	hint := fmt.Sprintf("check Path: %s should show the key", cli("kv get "+p))
 	if r.v.cfg.KVVersion != 0 {
 		other := 3 - t.version
 		hint += fmt.Sprintf("; if the mount is kv v%d, set KVVersion to %d, or to 0 to detect it", other, other)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -52,6 +53,15 @@ func (rep *vaultReply) messages() string {
 	return "Vault: " + strings.Join(out, "; ")
 }
 
+// badToken reports whether rep is Vault's 403 in the plain form
+// ["permission denied"], its answer for a token it does not know:
+// unknown, expired, revoked, or from another namespace. A valid token
+// that its policies deny gets the multi-error form ("1 error occurred:
+// …").
+func (rep *vaultReply) badToken() bool {
+	return rep.status == 403 && len(rep.Errors) == 1 && rep.Errors[0] == "permission denied"
+}
+
 func (rep *vaultReply) says(s string) bool {
 	for _, e := range rep.Errors {
 		if strings.Contains(e, s) {
@@ -63,7 +73,7 @@ func (rep *vaultReply) says(s string) bool {
 
 // call sends one request with token ("" for none) and returns Vault's
 // answer whatever its status. Its errors are for answers that never came
-// or are not Vault's JSON.
+// or are not Vault's JSON, and for a namespace Vault does not know.
 func (r *vaultRun) call(ctx context.Context, method, path, token string, body map[string]any) (*vaultReply, error) {
 	r.client.SetToken(token)
 	rctx, cancel := context.WithTimeout(ctx, r.v.timeout)
@@ -116,15 +126,17 @@ func (r *vaultRun) call(ctx context.Context, method, path, token string, body ma
 		}
 		return nil, r.hintf(hintMalformed, "%w: %s %s: HTTP %d with a body that is not Vault's JSON%s", ErrMalformedResponse, method, path, resp.StatusCode, where)
 	}
-	return rep, nil
+	return rep, r.noNamespace(rep, method, path)
 }
 
 // apiCall runs call, one vault/api request made with token ("" for
 // none), within the request timeout. Vault's error answers
 // (*api.ResponseError) come back as a reply with their status and
 // messages; the error is for answers that never came or are not Vault's
-// JSON. The KV preflight and reads use call instead: they need the bodies
-// of 404 answers (warnings, deletion metadata), which vault/api drops.
+// JSON, and for a namespace Vault does not know. The KV preflight, reads
+// and unwrap use call instead: they need the bodies of 404 answers
+// (warnings, deletion metadata, Vault's own message), which vault/api
+// drops.
 func (r *vaultRun) apiCall(ctx context.Context, method, path, token string, call func(context.Context) (*api.Secret, error)) (*api.Secret, *vaultReply, error) {
 	r.client.SetToken(token)
 	rctx, cancel := context.WithTimeout(ctx, r.v.timeout)
@@ -137,7 +149,8 @@ func (r *vaultRun) apiCall(ctx context.Context, method, path, token string, call
 	case err == nil:
 		return sec, &vaultReply{status: 200}, nil
 	case errors.As(err, &re) && !re.RawError:
-		return nil, &vaultReply{status: re.StatusCode, Errors: re.Errors}, nil
+		rep := &vaultReply{status: re.StatusCode, Errors: re.Errors}
+		return nil, rep, r.noNamespace(rep, method, path)
 	case errors.As(err, &re):
 		// The body is not quoted: it may hold a secret.
 		return nil, nil, r.hintf(hintMalformed, "%w: %s %s: HTTP %d with a body that is not Vault's JSON", ErrMalformedResponse, method, path, re.StatusCode)
@@ -148,6 +161,26 @@ func (r *vaultRun) apiCall(ctx context.Context, method, path, token string, call
 }
 
 const hintMalformed = "check that VAULT_ADDR (or VaultConfig.Address) is Vault's API and not a proxy or web page"
+
+// noNamespace explains Vault's 404 ["namespace not found"], its answer to
+// any request (KV version lookup, read, login, unwrap) whose
+// X-Vault-Namespace names no namespace. It is nil for any other answer.
+func (r *vaultRun) noNamespace(rep *vaultReply, method, path string) error {
+	if rep.status != 404 || r.v.ns == "" || !rep.says("namespace not found") {
+		return nil
+	}
+	// The message is for the command too, whose flag sets the field.
+	from, setting := "set in the configuration", "VaultConfig.Namespace"
+	if r.v.nsEnv != "" {
+		from, setting = "from "+r.v.nsEnv, r.v.nsEnv
+	}
+	return r.hintf(fmt.Sprintf("check %s against %s, or leave it empty for the root namespace", setting, cli("namespace list")),
+		"%w: namespace %q (%s) not found (%s, %s %s: %s)", ErrVaultConfig, r.v.ns, from, vaultStep(path), method, path, rep.messages())
+}
+
+// cli quotes a vault CLI command for a hint, naming once beside it
+// OpenBao's bao, which takes the same commands.
+func cli(args string) string { return "`vault " + args + "` (or `bao`)" }
 
 // vaultStep names the part of a key fetch a request is, for messages.
 func vaultStep(path string) string {
@@ -217,7 +250,7 @@ func transportCause(err error) error {
 // unexpected explains an answer the caller has no specific handling for.
 func (r *vaultRun) unexpected(rep *vaultReply, method, path string) error {
 	if rep.status == 503 && rep.says("sealed") {
-		return r.hintf("unseal it (`vault operator unseal`), or point VAULT_ADDR at an unsealed node", "%w", ErrVaultSealed)
+		return r.hintf("unseal it with "+cli("operator unseal")+", or point VAULT_ADDR at an unsealed node", "%w", ErrVaultSealed)
 	}
 	return r.errf("%s %s: HTTP %d (%s)", method, path, rep.status, rep.messages())
 }

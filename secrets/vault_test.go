@@ -167,6 +167,9 @@ func TestVaultNamespace(t *testing.T) {
 		t.Setenv("VAULT_NAMESPACE", "elsewhere")
 		fetch(t, newVault(t, secrets.VaultConfig{Address: s.URL, Namespace: "team1", Path: "secret/tailscale", Token: mustKey(t, s.RootToken)}))
 	})
+	t.Run("in the path", func(t *testing.T) {
+		fetch(t, newVault(t, secrets.VaultConfig{Address: s.URL, Path: "team1/secret/tailscale", Token: mustKey(t, s.RootToken)}))
+	})
 	t.Run("enforced", func(t *testing.T) {
 		_, err := newVault(t, secrets.VaultConfig{Address: s.URL, Path: "secret/tailscale", Token: mustKey(t, s.RootToken)}).AuthKey(context.Background())
 		if !errors.Is(err, secrets.ErrPermissionDenied) {
@@ -530,6 +533,7 @@ func TestVaultErrors(t *testing.T) {
 		is    []error
 		want  []string // substrings of the message
 		not   []string // must not appear
+		hint  string   // the one hint the message ends in, if checked
 	}{
 		{
 			name:  "unreachable",
@@ -552,7 +556,9 @@ func TestVaultErrors(t *testing.T) {
 			name:  "permission denied",
 			setup: func(e env) { e.s.Deny("secret/data/tailscale") },
 			is:    []error{secrets.ErrPermissionDenied},
-			want:  []string{"secret/tailscale", `"read" on secret/data/tailscale`, "the token from VaultConfig.Token", "Vault: permission denied", "kv v2 detected"},
+			want:  []string{"secret/tailscale", `its policies do not grant "read" on secret/data/tailscale`, "the token from VaultConfig.Token", "Vault: permission denied", "kv v2 detected"},
+			not:   []string{"1 error occurred", "likely invalid"},
+			hint:  "check with `vault token capabilities secret/data/tailscale` (or `bao`)",
 		},
 		{
 			name:  "permission denied, approle",
@@ -561,20 +567,31 @@ func TestVaultErrors(t *testing.T) {
 			want:  []string{"secret/data/tailscale", "approle login at auth/approle"},
 		},
 		{
-			name: "permission denied, multi-error form",
+			name: "unknown token, read",
 			setup: func(e env) {
 				e.cfg.KVVersion = 2
-				e.cfg.Token = mustKey(t, "hvs.revoked-or-unknown-token")
+				e.cfg.Token = mustKey(t, "s.revokedOrUnknownToken00")
 			},
 			is:   []error{secrets.ErrPermissionDenied},
-			want: []string{"Vault: permission denied", "expired or been revoked"},
-			not:  []string{"1 error occurred", "hvs.revoked-or-unknown-token"},
+			want: []string{"Vault refused the token from VaultConfig.Token for reading secret/tailscale, GET secret/data/tailscale (Vault: permission denied)", "the token is likely invalid, expired or revoked"},
+			not:  []string{"s.revokedOrUnknownToken00", "policies"},
+			hint: "check it with `vault token lookup` (or `bao`), or use a new one",
+		},
+		{
+			name:  "unknown token, preflight",
+			setup: func(e env) { e.cfg.Token = mustKey(t, "s.revokedOrUnknownToken00") },
+			is:    []error{secrets.ErrPermissionDenied},
+			want:  []string{"for the KV version lookup, GET sys/internal/ui/mounts/secret/tailscale (Vault: permission denied)", "the token is likely invalid, expired or revoked"},
+			not:   []string{"nothing is mounted there", "s.revokedOrUnknownToken00"},
+			hint:  "check it with `vault token lookup` (or `bao`), or use a new one",
 		},
 		{
 			name:  "preflight denied",
 			setup: func(e env) { e.s.Deny("secret") },
 			is:    []error{secrets.ErrPermissionDenied},
-			want:  []string{"sys/internal/ui/mounts/secret/tailscale", "nothing is mounted there", "set KVVersion"},
+			want:  []string{"sys/internal/ui/mounts/secret/tailscale", "nothing is mounted there, or the token from VaultConfig.Token has no access", "set KVVersion"},
+			not:   []string{"likely invalid", "from the path"},
+			hint:  "check `vault secrets list` (or `bao`) and the token's policies, or set KVVersion to skip this lookup",
 		},
 		{
 			name:  "not found, v2",
@@ -598,22 +615,109 @@ func TestVaultErrors(t *testing.T) {
 			want:  []string{"read as kv v1", "its mount is kv v2", "set KVVersion to 2"},
 		},
 		{
-			name:  "deleted",
-			setup: func(e env) { e.s.DeleteKV("secret", "tailscale") },
+			name: "deleted",
+			setup: func(e env) {
+				e.s.PutKV("secret", "tailscale", 2, map[string]any{"authkey": testAuthKey})
+				e.s.DeleteKV("secret", "tailscale")
+			},
+			is:   []error{secrets.ErrNotFound},
+			want: []string{"the latest version (2) of secret/tailscale (kv v2 detected, read as secret/data/tailscale) was deleted at 20"},
+			not:  []string{"destroyed"},
+			hint: "restore it with `vault kv undelete -versions=2 secret/tailscale` (or `bao`), or write the key again",
+		},
+		{
+			name:  "destroyed",
+			setup: func(e env) { e.s.DestroyKV("secret", "tailscale") },
 			is:    []error{secrets.ErrNotFound},
-			want:  []string{"latest version of secret/tailscale", "deleted", "vault kv undelete"},
+			want:  []string{"the latest version (1) of secret/tailscale (kv v2 detected, read as secret/data/tailscale) is destroyed: write the key again"},
+			not:   []string{"undelete", "deletion_time", "deleted"},
+			hint:  "write the key again with `vault kv put secret/tailscale authkey=…` (or `bao`)",
+		},
+		{
+			name: "deleted, then destroyed",
+			setup: func(e env) {
+				e.s.DeleteKV("secret", "tailscale")
+				e.s.DestroyKV("secret", "tailscale")
+			},
+			is:   []error{secrets.ErrNotFound},
+			want: []string{"is destroyed: write the key again"},
+			not:  []string{"undelete"},
 		},
 		{
 			name:  "unmounted",
 			setup: func(e env) { e.cfg.Path, e.cfg.KVVersion = "nope/x", 1 },
 			is:    []error{secrets.ErrNoMount},
-			want:  []string{`no handler for route "nope/x"`, "vault secrets list"},
+			want:  []string{`no handler for route "nope/x"`},
+			not:   []string{"namespace"},
+			hint:  "check its first segment against `vault secrets list` (or `bao`)",
 		},
 		{
 			name:  "unmounted, detected",
 			setup: func(e env) { e.cfg.Path = "nope/x" },
 			is:    []error{secrets.ErrPermissionDenied},
 			want:  []string{"nothing is mounted there", "vault secrets list"},
+			not:   []string{"namespace"},
+		},
+		// A namespace at the front of Path that does not exist is a path
+		// to Vault: the message names it as the other reading.
+		{
+			name:  "namespace in the path not found",
+			setup: func(e env) { e.cfg.Path = "nons/secret/tailscale" },
+			is:    []error{secrets.ErrPermissionDenied},
+			want:  []string{`nothing is mounted there, or namespace "nons" (from the path) not found, or the token`},
+		},
+		{
+			name:  "namespace in the path not found, kv version set",
+			setup: func(e env) { e.cfg.Path, e.cfg.KVVersion = "nons/secret/tailscale", 2 },
+			is:    []error{secrets.ErrNoMount},
+			want:  []string{`no secrets engine is mounted where nons/data/secret/tailscale points, or namespace "nons" (from the path) not found (Vault: no handler for route`},
+		},
+		{
+			name: "namespace in the path not found, below VAULT_NAMESPACE",
+			setup: func(e env) {
+				e.s.AddNamespace("team1")
+				t.Setenv("VAULT_NAMESPACE", "team1")
+				e.cfg.Path = "nons/secret/tailscale"
+			},
+			is:   []error{secrets.ErrPermissionDenied},
+			want: []string{`namespace "team1/nons" (from the path) not found`},
+		},
+		// A namespace header naming no namespace gets 404 "namespace not
+		// found" from every endpoint; the message names the namespace,
+		// where it was set, and the step.
+		{
+			name:  "namespace not found, VAULT_NAMESPACE, KV version lookup",
+			setup: func(e env) { t.Setenv("VAULT_NAMESPACE", "nons") },
+			is:    []error{secrets.ErrVaultConfig},
+			want:  []string{`namespace "nons" (from VAULT_NAMESPACE) not found (KV version lookup, GET sys/internal/ui/mounts/secret/tailscale: Vault: namespace not found)`},
+			not:   []string{"nothing at", "kv v1 assumed", "VaultConfig.Namespace"},
+			hint:  "check VAULT_NAMESPACE against `vault namespace list` (or `bao`), or leave it empty for the root namespace",
+		},
+		{
+			name:  "namespace not found, BAO_NAMESPACE, secret read",
+			setup: func(e env) { t.Setenv("BAO_NAMESPACE", "nons"); e.cfg.KVVersion = 2 },
+			is:    []error{secrets.ErrVaultConfig},
+			want:  []string{`namespace "nons" (from BAO_NAMESPACE) not found (secret read, GET secret/data/tailscale`},
+			hint:  "check BAO_NAMESPACE against `vault namespace list` (or `bao`), or leave it empty for the root namespace",
+		},
+		{
+			name:  "namespace not found, field, login",
+			setup: func(e env) { approle(e); e.cfg.Namespace = "team1/nons"; e.s.AddNamespace("team1") },
+			is:    []error{secrets.ErrVaultConfig},
+			want:  []string{`namespace "team1/nons" (set in the configuration) not found (login, PUT auth/approle/login`},
+			not:   []string{"AuthMount", "role_id"},
+			hint:  "check VaultConfig.Namespace against `vault namespace list` (or `bao`), or leave it empty for the root namespace",
+		},
+		{
+			name: "namespace not found, unwrap",
+			setup: func(e env) {
+				e.cfg.Token, e.cfg.Path, e.cfg.Auth = secrets.Key{}, "", secrets.AuthWrapped
+				e.cfg.WrappedToken = mustKey(t, e.s.Wrap(map[string]any{"authkey": testAuthKey}))
+				e.cfg.Namespace = "nons"
+			},
+			is:   []error{secrets.ErrVaultConfig},
+			want: []string{`namespace "nons" (set in the configuration) not found (unwrap, PUT sys/wrapping/unwrap`},
+			not:  []string{"HTTP 404"},
 		},
 		{
 			name: "field missing",
@@ -665,10 +769,14 @@ func TestVaultErrors(t *testing.T) {
 			want:  []string{"secret_id", secrets.EnvVaultSecretID, "SecretIDFile"},
 		},
 		{
+			// AppRole answers bad credentials with a 400: a 403 means the
+			// mount, and the message says so first.
 			name:  "approle mount missing",
 			setup: func(e env) { approle(e); e.cfg.AuthMount = "nope" },
 			is:    []error{secrets.ErrLoginFailed, secrets.ErrPermissionDenied},
-			want:  []string{"auth/nope", "vault auth list", "AuthMount"},
+			want:  []string{"approle login at auth/nope/login refused (Vault: permission denied): no auth method is mounted at auth/nope"},
+			not:   []string{"role_id (from", "secret-id"},
+			hint:  "check `vault auth list` (or `bao`) and set AuthMount to the AppRole method's path",
 		},
 		{
 			name: "kubernetes bad jwt",
@@ -678,8 +786,9 @@ func TestVaultErrors(t *testing.T) {
 				e.cfg.Auth, e.cfg.KubernetesRole, e.cfg.KubernetesJWTFile = secrets.AuthKubernetes, "tsconnect", writeFile(t, "jwt", testJWT)
 			},
 			is:   []error{secrets.ErrLoginFailed, secrets.ErrPermissionDenied},
-			want: []string{"kubernetes login", "permission denied", "bound to this pod's service account"},
+			want: []string{"kubernetes login at auth/kubernetes/login refused (Vault: permission denied): Vault rejected the service account token, or no auth method is mounted at auth/kubernetes"},
 			not:  []string{testJWT + "-other"},
+			hint: "check with `vault read auth/kubernetes/role/tsconnect` (or `bao`) that the role exists and is bound to this pod's service account and namespace",
 		},
 		{
 			name: "kubernetes unknown role",
@@ -703,11 +812,22 @@ func TestVaultErrors(t *testing.T) {
 			name: "wrapping token used up",
 			setup: func(e env) {
 				e.cfg.Token, e.cfg.Path, e.cfg.Auth = secrets.Key{}, "", secrets.AuthWrapped
-				e.cfg.WrappedToken = mustKey(t, "hvs.already-unwrapped-token")
+				e.cfg.WrappedToken = mustKey(t, "s.alreadyUnwrappedToken00")
 			},
 			is:   []error{secrets.ErrWrappingToken},
 			want: []string{"wrapping token is not valid or does not exist", "works once", "VaultConfig.WrappedToken"},
-			not:  []string{"hvs.already-unwrapped-token"},
+			not:  []string{"s.alreadyUnwrappedToken00"},
+		},
+		{
+			// OpenBao refuses an unknown hvs. token with a 403.
+			name: "wrapping token unknown, hvs.",
+			setup: func(e env) {
+				e.cfg.Token, e.cfg.Path, e.cfg.Auth = secrets.Key{}, "", secrets.AuthWrapped
+				e.cfg.WrappedToken = mustKey(t, "hvs.CAESIunknown-wrapping-token")
+			},
+			is:   []error{secrets.ErrWrappingToken},
+			want: []string{"Vault: permission denied", "works once"},
+			not:  []string{"hvs.CAESIunknown-wrapping-token"},
 		},
 		{
 			name: "wrapped key lacks the field",
@@ -806,6 +926,14 @@ func TestVaultErrors(t *testing.T) {
 				if strings.Contains(msg, n) {
 					t.Errorf("error contains %q", n)
 				}
+			}
+			if tc.hint != "" && (!strings.Contains(msg, ": "+tc.hint) || strings.Contains(secrets.Message(err), tc.hint)) {
+				t.Errorf("error does not end in the hint %q, split off by Message: %q", tc.hint, secrets.Message(err))
+			}
+			// OpenBao users run bao: a message naming the vault CLI names
+			// it once.
+			if strings.Contains(msg, "`vault ") && strings.Count(msg, "(or `bao`)") != 1 {
+				t.Errorf("error names the vault CLI without, or more than once with, (or `bao`)")
 			}
 			all := append(secretsOf(s), cfg.Token.Reveal(), cfg.SecretID.Reveal(), cfg.WrappedToken.Reveal())
 			assertNoSecret(t, "error", msg, all)

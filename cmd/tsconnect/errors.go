@@ -95,7 +95,7 @@ const allowHint = "entries look like .corp.ts.net (names under it), grafana.corp
 // secretsHint says what to do about an error from the key source.
 func secretsHint(err error) (string, bool) {
 	if errors.Is(err, secrets.ErrVaultUnreachable) && errors.Is(err, context.DeadlineExceeded) {
-		return "Vault did not answer in time: raise --timeout (the whole join, the key fetch included) or --vault-timeout (each Vault request), or check Vault (vault status)", true
+		return "Vault did not answer in time: raise --timeout (the whole join, the key fetch included) or --vault-timeout (each Vault request), or check Vault (`vault status`, or `bao status`)", true
 	}
 	for _, h := range []struct {
 		err  error
@@ -105,12 +105,12 @@ func secretsHint(err error) (string, bool) {
 		{secrets.ErrVaultConfig, "check the --vault-* flags (or TSCONNECT_VAULT_*) and VAULT_* variables; see 'tsconnect help run'"},
 		{secrets.ErrVaultUnreachable, "check VAULT_ADDR (or --vault-addr) and that the sandbox may reach Vault; for TLS, --vault-cacert or VAULT_CACERT"},
 		{secrets.ErrVaultSealed, "Vault is sealed: ask its operators to unseal it"},
-		{secrets.ErrLoginFailed, "Vault refused the login: check --vault-role-id and the secret_id (--vault-secret-id-file, TSCONNECT_VAULT_SECRET_ID), or --vault-k8s-role; and that the auth method is mounted where --vault-auth-mount says (`vault auth list`)"},
-		{secrets.ErrPermissionDenied, "the Vault token (VAULT_TOKEN or BAO_TOKEN, or the login's) may not read the secret, or has expired: check its policies with `vault token capabilities`, or set --vault-kv-version to skip the KV version lookup"},
-		{secrets.ErrNotFound, "nothing is stored there: check --vault-path, or store the key with `vault kv put secret/tailscale authkey=…`"},
-		{secrets.ErrNoMount, "no KV engine is mounted there: the first segment of --vault-path is the mount (`vault secrets list`)"},
+		{secrets.ErrLoginFailed, "Vault refused the login: check --vault-role-id and the secret_id (--vault-secret-id-file, TSCONNECT_VAULT_SECRET_ID), or --vault-k8s-role; and that the auth method is mounted where --vault-auth-mount says (`vault auth list`, or `bao auth list`)"},
+		{secrets.ErrPermissionDenied, "the Vault token (VAULT_TOKEN or BAO_TOKEN, or the login's) may not read the secret, or has expired: check its policies with `vault token capabilities` (or `bao`), or set --vault-kv-version to skip the KV version lookup"},
+		{secrets.ErrNotFound, "nothing is stored there: check --vault-path, or store the key with `vault kv put secret/tailscale authkey=…` (or `bao`)"},
+		{secrets.ErrNoMount, "no KV engine is mounted there: the first segment of --vault-path is the mount (`vault secrets list`, or `bao secrets list`)"},
 		{secrets.ErrFieldMissing, "the secret has no such field: set --vault-field to the one holding the key"},
-		{secrets.ErrFieldNotString, "store the key as a string in that field (vault kv put secret/tailscale authkey=tskey-…), or set --vault-field to the field holding it"},
+		{secrets.ErrFieldNotString, "store the key as a string in that field (`vault kv put secret/tailscale authkey=tskey-…`, or `bao`), or set --vault-field to the field holding it"},
 		{secrets.ErrWrappingToken, "a wrapping token works once and expires: mint a new one"},
 		{secrets.ErrMalformedResponse, "that is not Vault answering: check VAULT_ADDR (or --vault-addr) and any proxy in between"},
 	} {

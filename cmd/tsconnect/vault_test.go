@@ -103,6 +103,22 @@ func TestVaultMessages(t *testing.T) {
 			code: exitAuth,
 		},
 		{
+			// The namespace a flag set is named without the library's
+			// field name; one from the environment, with the variable.
+			name: "namespace not found, flag",
+			env:  append(base, "VAULT_TOKEN="+v.RootToken),
+			args: []string{"--vault-namespace", "nons"},
+			want: []string{`namespace "nons" (set in the configuration) not found (KV version lookup`,
+				"hint: check the --vault-* flags"},
+			code: exitAuth,
+		},
+		{
+			name: "namespace not found, VAULT_NAMESPACE",
+			env:  append(base, "VAULT_TOKEN="+v.RootToken, "VAULT_NAMESPACE=nons"),
+			want: []string{`namespace "nons" (from VAULT_NAMESPACE) not found (KV version lookup`},
+			code: exitAuth,
+		},
+		{
 			name: "field holds a number",
 			env:  append(base, "VAULT_TOKEN="+v.RootToken),
 			args: []string{"--vault-path", "secret/numeric"},

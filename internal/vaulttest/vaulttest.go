@@ -1,44 +1,66 @@
-// Package vaulttest runs an in-process double of the HashiCorp Vault HTTP
-// API, for tests that cannot start a real Vault or OpenBao server.
+// Package vaulttest runs an in-process double of the Vault HTTP API, for
+// tests that cannot start a real Vault or OpenBao server.
 //
 // It is not a Vault: it has no policies, leases or storage, and it answers
-// only the handful of endpoints tsconnect uses. What it does copy exactly
-// is the wire format of those endpoints, as documented in the Vault HTTP API
-// reference (https://developer.hashicorp.com/vault/api-docs):
+// only the handful of endpoints tsconnect uses. What it does copy is the
+// wire format of those endpoints as a real OpenBao 2.6.2 server answers
+// them (checked by hand against a dev server; HashiCorp Vault differs
+// where noted):
 //
-//   - Every success body is the full response envelope:
-//     {"request_id","lease_id","renewable","lease_duration","data",
-//     "wrap_info","warnings","auth","mount_type"}.
-//   - Every error body is {"errors":[...]} with the status and message Vault
-//     uses: 503 ["Vault is sealed"]; 403 ["permission denied"] for a denied
-//     path and the multi-error form ["1 error occurred:\n\t* permission
-//     denied\n\n"] for a missing, unknown or revoked token; 404 [] for a
-//     missing secret; 404 ["no handler for route \"p\". route entry not
-//     found."] for a path under no mount; 400 ["invalid role or secret ID"]
-//     for a bad AppRole login; 400 ["wrapping token is not valid or does
-//     not exist"] for an unknown or used wrapping token.
+//   - Every success body is the response envelope {"request_id",
+//     "lease_id","renewable","lease_duration","data","wrap_info",
+//     "warnings","auth"}, with no "mount_type" (Vault 1.10 and later add
+//     one).
+//   - Every error body is {"errors":[...]} with the status and message the
+//     server uses: 503 ["Vault is sealed"]; 404 ["namespace not found"]
+//     for any request whose X-Vault-Namespace names no namespace, before
+//     anything else is looked at; 403 ["permission denied"] for a missing,
+//     unknown, revoked or foreign token, and so for a login at a path
+//     under no auth mount (auth/approle2/login), which needs a token like
+//     any other path; 403 with the multi-error form ["1 error
+//     occurred:\n\t* permission denied\n\n"] for a valid token whose
+//     policies deny the path; 404 [] for a missing secret; 404 ["no
+//     handler for route \"p\". route entry not found."] for a path under
+//     no mount; 400 ["invalid role or secret ID"] for a bad AppRole login;
+//     400 ["wrapping token is not valid or does not exist"] for an
+//     unknown or used wrapping token shaped like the server's own ("s."),
+//     and 403 ["permission denied"] for an unknown one shaped "hvs.".
 //   - KV v1: GET /v1/<mount>/<path> -> {"data":{...}}.
 //   - KV v2: GET /v1/<mount>/data/<path> ->
 //     {"data":{"data":{...},"metadata":{"created_time","custom_metadata",
-//     "deletion_time","destroyed","version"}}}; a soft-deleted secret is a
-//     404 whose body still carries that envelope with "data":null; any
-//     other path on a v2 mount is a 404 whose envelope has the warning
-//     "Invalid path for a versioned K/V secrets engine. …".
+//     "deletion_time","destroyed","version"}}}; a latest version deleted
+//     (`kv delete`) or destroyed (`kv destroy`) is a 404 whose body still
+//     carries that envelope with "data":null, deletion_time set for the
+//     one, "deletion_time":"" and "destroyed":true for the other; any other
+//     path on a v2 mount is a 404 whose envelope has the warning "Invalid
+//     path for a versioned K/V secrets engine. …".
 //   - GET /v1/sys/internal/ui/mounts/<path> -> {"data":{"path":"secret/",
-//     "type":"kv","options":{"version":"2"},…}} for the mount serving path,
-//     or 403 ["preflight capability check returned 403, please ensure
-//     client's policies grant access to path \"p/\""] when there is none.
+//     "type":"kv","options":{"version":"2"},…}} for the mount serving path
+//     (options {"version":"1"} for a mount enabled with -version=1, null
+//     for one enabled without), or 403 ["preflight capability check
+//     returned 403, please ensure client's policies grant access to path
+//     \"p/\""] when there is none or the token has no access to it. The
+//     path needs no token of its own but checks the one sent: a missing or
+//     unknown one gets 403 ["permission denied"].
 //   - POST|PUT /v1/auth/approle/login {"role_id","secret_id"} and
 //     /v1/auth/kubernetes/login {"role","jwt"} -> {"auth":{"client_token":
-//     "hvs.…","accessor","policies","token_policies","metadata",
+//     "s.…","accessor","policies","token_policies","metadata",
 //     "lease_duration","renewable":true,"entity_id","token_type","orphan"}}.
 //   - POST|PUT /v1/sys/wrapping/unwrap with the wrapping token as
 //     X-Vault-Token (or in the body as "token") -> the wrapped response;
 //     a wrapping token works once.
 //   - POST|PUT /v1/auth/token/revoke-self -> 204, no body.
-//   - X-Vault-Token authenticates; X-Vault-Namespace (or a namespace
-//     prefix on the path) selects a namespace, and a token works only in
-//     the namespace it was issued in and below it.
+//   - Tokens are "s." and 24 base62 characters, with ".<namespace ID>"
+//     after them for a token issued in a namespace (Vault mints "hvs."
+//     tokens).
+//   - X-Vault-Token authenticates. X-Vault-Namespace ("root" or empty for
+//     the root namespace) is joined with the request path, and the
+//     longest namespace that path starts with is the request's: so a
+//     namespace can be written at the front of the path instead, but one
+//     written there that does not exist is an ordinary path (404 "no
+//     handler for route", or the preflight's 403), not "namespace not
+//     found". A token works only in the namespace it was issued in and
+//     below it.
 //
 // Use [New] in a test, seed it with [Server.PutKV], [Server.AddAppRole],
 // [Server.AddKubernetesRole] or [Server.Wrap], and check what the client
@@ -48,7 +70,6 @@ package vaulttest
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -59,6 +80,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +100,7 @@ type Server struct {
 	srv *httptest.Server
 
 	mu         sync.Mutex
-	namespaces map[string]bool           // "" is the root namespace
+	namespaces map[string]string         // path -> ID; "" is the root namespace
 	mounts     map[string]*mount         // by namespace-qualified path, no slashes at the ends
 	authMounts map[string]string         // "approle" -> "approle", "kubernetes" -> "kubernetes", custom paths
 	appRoles   map[string]string         // role_id -> secret_id
@@ -101,16 +123,18 @@ type token struct {
 type mount struct {
 	path     string // namespace-qualified, e.g. "team1/secret"
 	version  int
+	options  map[string]any // as the preflight reports them
 	accessor string
 	uuid     string
 	secrets  map[string]*kvSecret
 }
 
 type kvSecret struct {
-	data    map[string]any
-	version int
-	created time.Time
-	deleted time.Time
+	data      map[string]any
+	version   int
+	created   time.Time
+	deleted   time.Time
+	destroyed bool
 }
 
 // Request is one request the server received.
@@ -150,8 +174,8 @@ func start(t testing.TB, tls bool) *Server {
 	t.Helper()
 	s := &Server{
 		t:          t,
-		RootToken:  newToken(),
-		namespaces: map[string]bool{"": true},
+		RootToken:  newToken(""),
+		namespaces: map[string]string{"": "root"},
 		mounts:     map[string]*mount{},
 		authMounts: map[string]string{"approle": "approle", "kubernetes": "kubernetes"},
 		appRoles:   map[string]string{},
@@ -190,13 +214,14 @@ func (s *Server) CACertPEM() []byte {
 func (s *Server) AddNamespace(ns string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.namespaces[strings.Trim(ns, "/")] = true
+	s.namespaces[strings.Trim(ns, "/")] = base62(6)
 }
 
 // PutKV stores data at path in the KV engine mounted at mount, mounting a
-// KV engine of the given version (1 or 2) there first if there is none.
-// On a v2 mount each call adds a version. The mount may start with a
-// namespace created by [Server.AddNamespace].
+// KV engine of the given version (1 or 2) there first if there is none, as
+// `vault secrets enable -version=N kv` does. On a v2 mount each call adds
+// a version. The mount may start with a namespace created by
+// [Server.AddNamespace].
 func (s *Server) PutKV(mount, path string, version int, data map[string]any) {
 	s.t.Helper()
 	if version != 1 && version != 2 {
@@ -214,22 +239,32 @@ func (s *Server) PutKV(mount, path string, version int, data map[string]any) {
 	m.secrets[path] = sec
 }
 
-// Mount mounts an empty KV engine of the given version at mount.
+// Mount mounts an empty KV engine at mount: version 1 or 2 as `vault
+// secrets enable -version=N kv` does, or 0 as `vault secrets enable kv`
+// does, a v1 engine whose options the preflight reports as null.
 func (s *Server) Mount(mount string, version int) {
 	s.t.Helper()
+	if version < 0 || version > 2 {
+		s.t.Fatalf("vaulttest: Mount: KV version %d; want 0, 1 or 2", version)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mountLocked(mount, version)
 }
 
+// mountLocked returns the KV mount at path, mounting it first if there is
+// none; version 0 is an unversioned v1 mount.
 func (s *Server) mountLocked(path string, version int) *mount {
 	path = strings.Trim(path, "/")
 	m := s.mounts[path]
 	if m == nil {
-		m = &mount{path: path, version: version, accessor: "kv_" + randHex(4), uuid: uuid(), secrets: map[string]*kvSecret{}}
+		m = &mount{path: path, version: max(version, 1), accessor: "kv_" + randHex(4), uuid: uuid(), secrets: map[string]*kvSecret{}}
+		if version != 0 {
+			m.options = map[string]any{"version": strconv.Itoa(version)}
+		}
 		s.mounts[path] = m
 	}
-	if m.version != version {
+	if m.version != max(version, 1) {
 		s.t.Fatalf("vaulttest: mount %s is KV v%d, not v%d", path, m.version, version)
 	}
 	return m
@@ -250,6 +285,22 @@ func (s *Server) DeleteKV(mount, path string) {
 		delete(m.secrets, path)
 	} else if sec := m.secrets[path]; sec != nil {
 		sec.deleted = time.Now().UTC()
+	}
+}
+
+// DestroyKV destroys the latest version of the secret at path on a v2
+// mount, like `vault kv destroy -versions=<latest>`: reads then get a 404
+// that still carries the metadata, with destroyed true.
+func (s *Server) DestroyKV(mount, path string) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mounts[strings.Trim(mount, "/")]
+	if m == nil || m.version != 2 {
+		s.t.Fatalf("vaulttest: DestroyKV: %s is not a KV v2 mount", mount)
+	}
+	if sec := m.secrets[strings.Trim(path, "/")]; sec != nil {
+		sec.destroyed = true
 	}
 }
 
@@ -283,7 +334,7 @@ func (s *Server) AddKubernetesRole(role, jwt string) {
 func (s *Server) NewToken() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tok := newToken()
+	tok := newToken("")
 	s.tokens[tok] = &token{policies: []string{"default"}}
 	return tok
 }
@@ -294,13 +345,14 @@ func (s *Server) NewToken() string {
 func (s *Server) Wrap(data map[string]any) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tok := newToken()
+	tok := newToken("")
 	s.wrapped[tok] = clone(data)
 	return tok
 }
 
-// Deny makes every request to path, or below it, fail with 403
-// ["permission denied"], whatever the token, as if no policy granted it.
+// Deny makes every request to path, or below it, fail with 403 ["1 error
+// occurred:\n\t* permission denied\n\n"], whatever the token, as if no
+// policy granted it.
 // path is namespace-qualified and includes any "data/" segment, e.g.
 // "secret/data/tailscale". Denying a mount's path ("secret") also fails
 // the UI mounts preflight for paths on it.
@@ -401,7 +453,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // route answers one request; s.mu is held.
 func (s *Server) route(w http.ResponseWriter, method string, req Request) {
-	ns, rel := s.splitNamespace(req.Namespace, req.Path)
+	ns, rel, ok := s.splitNamespace(req.Namespace, req.Path)
+	if !ok {
+		writeErrors(w, http.StatusNotFound, "namespace not found")
+		return
+	}
 	write := method == http.MethodPost || method == http.MethodPut
 
 	// Unauthenticated endpoints: logins and unwrap.
@@ -419,13 +475,14 @@ func (s *Server) route(w http.ResponseWriter, method string, req Request) {
 
 	tok := s.tokens[req.Token]
 	if tok == nil || !within(ns, tok.ns) {
-		// A missing, unknown, revoked or foreign token.
-		writeErrors(w, http.StatusForbidden, "1 error occurred:\n\t* permission denied\n\n")
+		// A missing, unknown, revoked or foreign token; a login at a
+		// path under no auth mount ends here too.
+		writeErrors(w, http.StatusForbidden, "permission denied")
 		return
 	}
 	full := join(ns, rel)
 	if !strings.HasPrefix(rel, "sys/internal/ui/mounts/") && s.isDenied(full) {
-		writeErrors(w, http.StatusForbidden, "permission denied")
+		writeErrors(w, http.StatusForbidden, multiError("permission denied"))
 		return
 	}
 
@@ -459,12 +516,12 @@ func (s *Server) route(w http.ResponseWriter, method string, req Request) {
 			writeErrors(w, http.StatusNotFound)
 			return
 		}
-		writeEnvelope(w, http.StatusOK, envelope{Data: clone(sec.data), LeaseDuration: 2764800, MountType: "kv"})
+		writeEnvelope(w, http.StatusOK, envelope{Data: clone(sec.data), LeaseDuration: 2764800})
 		return
 	}
 	p, ok := strings.CutPrefix(rest, "data/")
 	if !ok {
-		writeEnvelope(w, http.StatusNotFound, envelope{Warnings: []string{"Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' for this operation."}, MountType: "kv"})
+		writeEnvelope(w, http.StatusNotFound, envelope{Warnings: []string{"Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the OpenBao CLI, use 'bao kv get' for this operation."}})
 		return
 	}
 	sec := m.secrets[p]
@@ -476,15 +533,17 @@ func (s *Server) route(w http.ResponseWriter, method string, req Request) {
 		"created_time":    sec.created.Format(time.RFC3339Nano),
 		"custom_metadata": nil,
 		"deletion_time":   "",
-		"destroyed":       false,
+		"destroyed":       sec.destroyed,
 		"version":         sec.version,
 	}
 	if !sec.deleted.IsZero() {
 		meta["deletion_time"] = sec.deleted.Format(time.RFC3339Nano)
-		writeEnvelope(w, http.StatusNotFound, envelope{Data: map[string]any{"data": nil, "metadata": meta}, MountType: "kv"})
+	}
+	if !sec.deleted.IsZero() || sec.destroyed {
+		writeEnvelope(w, http.StatusNotFound, envelope{Data: map[string]any{"data": nil, "metadata": meta}})
 		return
 	}
-	writeEnvelope(w, http.StatusOK, envelope{Data: map[string]any{"data": clone(sec.data), "metadata": meta}, MountType: "kv"})
+	writeEnvelope(w, http.StatusOK, envelope{Data: map[string]any{"data": clone(sec.data), "metadata": meta}})
 }
 
 func (s *Server) login(w http.ResponseWriter, kind, ns string, body map[string]any) {
@@ -514,7 +573,7 @@ func (s *Server) login(w http.ResponseWriter, kind, ns string, body map[string]a
 		}
 		meta = map[string]any{"role": str("role"), "service_account_name": "tsconnect", "service_account_namespace": "default"}
 	}
-	tok := newToken()
+	tok := newToken(s.namespaces[ns])
 	s.tokens[tok] = &token{ns: ns, policies: []string{"default", "tsconnect"}}
 	writeEnvelope(w, http.StatusOK, envelope{Auth: map[string]any{
 		"client_token":    tok,
@@ -537,13 +596,18 @@ func (s *Server) unwrap(w http.ResponseWriter, req Request) {
 	if t, ok := req.Body["token"].(string); ok && t != "" {
 		// Unwrapping someone else's wrapping token needs a valid token.
 		if s.tokens[req.Token] == nil {
-			writeErrors(w, http.StatusForbidden, "1 error occurred:\n\t* permission denied\n\n")
+			writeErrors(w, http.StatusForbidden, "permission denied")
 			return
 		}
 		wt = t
 	}
 	data, ok := s.wrapped[wt]
-	if !ok {
+	switch {
+	case !ok && strings.HasPrefix(wt, "hvs."):
+		// The server fails to decode it as one of Vault's tokens.
+		writeErrors(w, http.StatusForbidden, "permission denied")
+		return
+	case !ok:
 		writeErrors(w, http.StatusBadRequest, "wrapping token is not valid or does not exist")
 		return
 	}
@@ -551,22 +615,28 @@ func (s *Server) unwrap(w http.ResponseWriter, req Request) {
 	writeEnvelope(w, http.StatusOK, envelope{Data: data})
 }
 
-// splitNamespace resolves the namespace a request addresses: the header
-// joined with the path, split at the longest known namespace.
-func (s *Server) splitNamespace(header, path string) (ns, rel string) {
-	full := join(strings.Trim(header, "/"), path)
+// splitNamespace resolves the namespace a request addresses as OpenBao
+// does: the header joined with the path, split at the longest namespace
+// the result starts with. ok is false if that namespace is not the
+// header's or below it: the header names no namespace.
+func (s *Server) splitNamespace(header, path string) (ns, rel string, ok bool) {
+	header = strings.Trim(header, "/")
+	if header == "root" {
+		header = ""
+	}
+	full := join(header, path)
 	for cand := range s.namespaces {
-		if cand == "" || len(cand) <= len(ns) {
-			continue
-		}
-		if strings.HasPrefix(full, cand+"/") {
+		if len(cand) > len(ns) && strings.HasPrefix(full, cand+"/") {
 			ns = cand
 		}
 	}
-	if ns == "" {
-		return "", full
+	if !within(ns, header) {
+		return "", "", false
 	}
-	return ns, strings.TrimPrefix(full, ns+"/")
+	if ns == "" {
+		return "", full, true
+	}
+	return ns, strings.TrimPrefix(full, ns+"/"), true
 }
 
 // mountFor returns the mount serving a namespace-qualified path and the
@@ -600,17 +670,13 @@ func (s *Server) mountInfo(m *mount, ns string) map[string]any {
 	if ns != "" {
 		path = strings.TrimPrefix(path, ns+"/")
 	}
-	opts := map[string]any(nil)
-	if m.version == 2 {
-		opts = map[string]any{"version": "2"}
-	}
 	return map[string]any{
 		"accessor":                m.accessor,
 		"config":                  map[string]any{"default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0},
 		"description":             "key/value secret storage",
 		"external_entropy_access": false,
 		"local":                   false,
-		"options":                 opts,
+		"options":                 m.options,
 		"path":                    path + "/",
 		"plugin_version":          "",
 		"running_plugin_version":  "v0.20.0+builtin",
@@ -630,13 +696,16 @@ type envelope struct {
 	WrapInfo      any      `json:"wrap_info"`
 	Warnings      []string `json:"warnings"`
 	Auth          any      `json:"auth"`
-	MountType     string   `json:"mount_type"`
 }
 
 func writeEnvelope(w http.ResponseWriter, status int, e envelope) {
 	e.RequestID = uuid()
 	writeJSON(w, status, e)
 }
+
+// multiError is msg in the form of hashicorp/go-multierror, which the
+// server sends when a policy denies a request.
+func multiError(msg string) string { return "1 error occurred:\n\t* " + msg + "\n\n" }
 
 func writeErrors(w http.ResponseWriter, status int, msgs ...string) {
 	if msgs == nil {
@@ -670,11 +739,25 @@ func join(a, b string) string {
 
 func clone(m map[string]any) map[string]any { return maps.Clone(m) }
 
-// newToken returns a token shaped like a Vault 1.10+ service token.
-func newToken() string {
-	b := make([]byte, 24)
+// newToken returns a token shaped like OpenBao's service tokens: "s." and
+// 24 base62 characters, then "." and the namespace ID (nsID) for a token
+// issued outside the root namespace.
+func newToken(nsID string) string {
+	tok := "s." + base62(24)
+	if nsID != "" && nsID != "root" {
+		tok += "." + nsID
+	}
+	return tok
+}
+
+func base62(n int) string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	b := make([]byte, n)
 	rand.Read(b)
-	return "hvs." + base64.RawURLEncoding.EncodeToString(b)
+	for i := range b {
+		b[i] = digits[int(b[i])%len(digits)]
+	}
+	return string(b)
 }
 
 func randHex(n int) string {
