@@ -148,6 +148,14 @@ type Config struct {
 	// boundary, and Start warns through UserLogf.
 	Allow *dnsfilter.List
 
+	// Policy, if set, is the allowlist as a policy file (see
+	// dnsfilter.ParsePolicy): its List is enforced as Allow is, its rule
+	// names appear in denials, Stats and metrics, and Start refuses a
+	// policy whose own tests fail (a *ConfigError for Policy wrapping a
+	// *dnsfilter.PolicyError), as a policy push is rejected. Set Policy or
+	// Allow, not both.
+	Policy *dnsfilter.Policy
+
 	// Proxy, if set, starts the local SOCKS5 + HTTP proxy. Nil: no proxy.
 	Proxy *ProxyConfig
 
@@ -326,6 +334,9 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	c.hidePeerAPI()
 	if cfg.Allow.Empty() {
 		c.userLogf("warning: no allowlist: every destination the tailnet routes is reachable; the tailnet ACL is the only boundary")
+	}
+	if p, v := cfg.Policy, c.view.load(); p != nil && p.Tailnet != "" && v != nil && v.suffix != "" && p.Tailnet != v.suffix {
+		c.userLogf("warning: the tests of policy %s expand short names with tailnet %s, but this tailnet is %s: what they tested is not what runs", p.File(), p.Tailnet, v.suffix)
 	}
 	if err := c.startProxy(); err != nil {
 		return nil, err
@@ -546,6 +557,7 @@ type Status struct {
 	KeySource  string         `json:"key_source"`       // where the key came from (never the key)
 	Ephemeral  bool           `json:"ephemeral"`        // always true
 	Allowlist  string         `json:"allowlist"`        // the allowlist in force, "" for none
+	Policy     string         `json:"policy,omitempty"` // the policy file it came from, if any
 	Proxy      string         `json:"proxy,omitempty"`  // proxy listen address, "" for none
 }
 
@@ -553,6 +565,9 @@ type Status struct {
 func (c *Connector) Status(ctx context.Context) (Status, error) {
 	st := Status{Name: c.name, ControlURL: c.controlURL, KeySource: c.keyDesc, Ephemeral: true,
 		Allowlist: c.cfg.Allow.String(), Proxy: c.ProxyAddr()}
+	if p := c.cfg.Policy; p != nil {
+		st.Policy = p.File()
+	}
 	select {
 	case <-c.closed:
 		st.State = "Closed"
@@ -629,6 +644,15 @@ func (cfg *Config) normalize() error {
 	}
 	if cfg.MaxConns < 0 {
 		return &ConfigError{"MaxConns", fmt.Errorf("negative (%d)", cfg.MaxConns)}
+	}
+	if p := cfg.Policy; p != nil && cfg.Allow != p.List {
+		if cfg.Allow != nil {
+			return &ConfigError{"Policy", errors.New("set Policy or Allow, not both")}
+		}
+		if fails := p.Test(); len(fails) > 0 {
+			return &ConfigError{"Policy", &dnsfilter.PolicyError{File: p.File(), Failures: fails, Tests: len(p.Tests)}}
+		}
+		cfg.Allow = p.List
 	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 30 * time.Second

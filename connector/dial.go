@@ -234,12 +234,16 @@ func splitAddr(network, addr string) (string, uint16, error) {
 }
 
 // dial is Dial without the connection layer. It returns the canonical
-// host it checked and resolved, once known.
-func (c *Connector) dial(ctx context.Context, host string, port uint16) (net.Conn, string, error) {
+// host it checked and resolved, once known. count says whether to count
+// the name's decision in the rule hits.
+func (c *Connector) dial(ctx context.Context, host string, port uint16, count bool) (net.Conn, string, error) {
 	// The allowlist decides on the name before anything is resolved: a
 	// denied name causes no DNS query and no packet. What is resolved is
 	// the canonical form it checked.
 	d := c.Check(host, port)
+	if count {
+		c.flows.m.hit(d)
+	}
 	if err := d.Err(host, port); err != nil {
 		return nil, "", err
 	}
@@ -268,6 +272,15 @@ func (c *Connector) dialAddrs(ctx context.Context, host string, ips []netip.Addr
 	v := c.view.load()
 	if v == nil {
 		return nil, net.ErrClosed
+	}
+	// Deny rules for addresses hold whatever the name: a name with any
+	// address they deny is denied (a tailnet node has an IPv6 address
+	// beside the IPv4 one a rule such as !100.64.10.0/24 names).
+	for _, ip := range ips {
+		if d := c.cfg.Allow.CheckResolved(ip, port); !d.Allow {
+			c.flows.m.hit(d)
+			return nil, d.Err(host, port)
+		}
 	}
 	var routeErr error
 	for _, ip := range ips {

@@ -73,7 +73,7 @@ func newFlows(cfg *Config) *flows {
 		slots: make(chan struct{}, cfg.MaxConns),
 		open:  map[*flowConn]struct{}{},
 	}
-	f.m.init()
+	f.m.init(cfg.Allow)
 	if cfg.AuditLog != nil || cfg.Audit != nil {
 		w, hook := cfg.AuditLog, cfg.Audit
 		f.q = auditq.New(func(r AuditRecord) {
@@ -125,7 +125,8 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 	default:
 		return fail(&net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: %w: %d in use", ErrTooManyConns, cap(f.slots))})
 	}
-	conn, canon, err := c.dial(ctx, host, port)
+	// The proxy's requests were decided, and counted, by its Check.
+	conn, canon, err := c.dial(ctx, host, port, o.req == nil)
 	if canon != "" {
 		rec.Host = canon
 	}

@@ -10,6 +10,7 @@ import (
 
 	"tailscale.com/metrics"
 
+	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/socks"
 )
 
@@ -20,6 +21,10 @@ import (
 type metricSet struct {
 	conns   metrics.MultiLabelMap[connKey] // records by protocol and decision
 	denials metrics.MultiLabelMap[ruleKey] // denials by rule
+	hits    metrics.MultiLabelMap[hitKey]  // decisions by allowlist rule
+
+	rules []dnsfilter.Rule  // the allowlist's, in order
+	names map[string]string // rule text -> name, for hit
 }
 
 type connKey struct {
@@ -34,9 +39,48 @@ type ruleKey struct {
 	Rule string `prom:"rule"`
 }
 
-func (m *metricSet) init() {
+// hitKey labels a rule's decisions by its text and its policy file name.
+type hitKey struct {
+	Rule string `prom:"rule"`
+	Name string `prom:"name"`
+}
+
+func (m *metricSet) init(allow *dnsfilter.List) {
 	m.conns.Type, m.conns.Help = "counter", "Connections (and plain-http requests) by protocol and decision."
 	m.denials.Type, m.denials.Help = "counter", "Denials by the allowlist rule that decided (none: no rule matched)."
+	m.hits.Type, m.hits.Help = "counter", "Decisions by each allowlist rule (a rule never used stays at 0)."
+	m.rules = allow.Rules()
+	m.names = make(map[string]string, len(m.rules))
+	for _, r := range m.rules {
+		if _, dup := m.names[r.Text]; !dup {
+			m.names[r.Text] = r.Name
+			m.hits.Add(hitKey{r.Text, r.Name}, 0)
+		}
+	}
+}
+
+// hit counts a decision of the allowlist for one connection or request.
+func (m *metricSet) hit(d dnsfilter.Decision) {
+	if name, ok := m.names[d.Rule]; ok {
+		m.hits.Add(hitKey{d.Rule, name}, 1)
+	}
+}
+
+// RuleHits is how often one allowlist rule decided, in [Stats].
+type RuleHits struct {
+	dnsfilter.Rule
+	Hits int64 // connections and plain-http requests it allowed or denied
+}
+
+func (m *metricSet) ruleHits() []RuleHits {
+	out := make([]RuleHits, len(m.rules))
+	for i, r := range m.rules {
+		out[i].Rule = r
+		if v, ok := m.hits.Get(hitKey{r.Text, m.names[r.Text]}).(interface{ Value() int64 }); ok {
+			out[i].Hits = v.Value()
+		}
+	}
+	return out
 }
 
 func (m *metricSet) count(r *AuditRecord) {
@@ -65,12 +109,19 @@ type Stats struct {
 	BytesDown int64 // bytes received from them
 
 	AuditDropped int64 // audit records dropped because the sink could not keep up
+
+	// Rules are the allowlist's rules in order, with how many
+	// connections and plain-http requests each decided: a rule that
+	// never decides is a rule to question. A name allowed by one rule
+	// and then refused for its address by a deny rule counts for both;
+	// a rule that appears twice in the list, on its first appearance.
+	Rules []RuleHits
 }
 
 // Stats returns a snapshot of the connection layer's counters.
 func (c *Connector) Stats() Stats {
 	f := c.flows
-	st := Stats{AuditDropped: f.q.Dropped()}
+	st := Stats{AuditDropped: f.q.Dropped(), Rules: f.m.ruleHits()}
 	st.BytesUp, st.BytesDown, st.Active = f.totals()
 	f.m.conns.Do(func(kv metrics.KeyValue[connKey]) {
 		n := kv.Value.(interface{ Value() int64 }).Value()
@@ -120,6 +171,7 @@ func (c *Connector) WriteMetrics(w io.Writer) {
 	st := c.Stats()
 	c.flows.m.conns.WritePrometheus(w, "tsconnect_connections_total")
 	c.flows.m.denials.WritePrometheus(w, "tsconnect_denials_total")
+	c.flows.m.hits.WritePrometheus(w, "tsconnect_rule_hits_total")
 	metric := func(name, typ, help string, v int64) {
 		fmt.Fprintf(w, "# TYPE %s %s\n# HELP %s %s\n%s %d\n", name, typ, name, help, name, v)
 	}

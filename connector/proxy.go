@@ -203,7 +203,10 @@ func (c *Connector) Check(host string, port uint16) dnsfilter.Decision {
 	return c.cfg.Allow.Check(c.expand(host), port)
 }
 
-// check is Check as the proxy's Config.Check wants it.
+// check is Check as the proxy's Config.Check wants it. It is the
+// decision on each of the proxy's requests, counted in the rule hits.
 func (c *Connector) check(host string, port uint16) error {
-	return c.Check(host, port).Err(host, port)
+	d := c.Check(host, port)
+	c.flows.m.hit(d)
+	return d.Err(host, port)
 }

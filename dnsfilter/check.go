@@ -16,8 +16,8 @@ const EmptyAllowlist = "<empty allowlist>"
 const (
 	reasonNoMatch     = "no rule matches"
 	reasonNoCIDR      = "IP literal matches no CIDR rule"
-	reasonNoCIDRAddr  = "IP address matches no CIDR rule"
 	reasonEmptyList   = "empty allowlist allows everything"
+	reasonDenyOnly    = "no deny rule matches (the list has no allow rules)"
 	reasonMalformed   = "malformed name: "
 	reasonBadIP       = "malformed IP literal: "
 	reasonZone        = reasonBadIP + "IPv6 zone not allowed"
@@ -29,6 +29,7 @@ const (
 type Decision struct {
 	Allow  bool
 	Rule   string // the rule that decided (canonical form), or "" when no rule matched
+	Name   string // the policy file's name for Rule, "" if it has none
 	Reason string // short human reason, e.g. "matches .internal.example.com", "no rule matches"
 
 	// Host is the destination as it was checked: the canonical name (see
@@ -62,7 +63,7 @@ func (d Decision) Err(host string, port uint16) error {
 	if d.Allow {
 		return nil
 	}
-	return &DeniedError{Host: host, Port: port, Rule: d.Rule, Reason: d.Reason, Allowlist: d.list}
+	return &DeniedError{Host: host, Port: port, Rule: d.Rule, Name: d.Name, Reason: d.Reason, Allowlist: d.list}
 }
 
 // ErrDenied matches every [*DeniedError] with errors.Is.
@@ -73,6 +74,7 @@ type DeniedError struct {
 	Host   string
 	Port   uint16
 	Rule   string // the rule that decided, or ""
+	Name   string // the policy file's name for Rule, or ""
 	Reason string // why, as in Decision.Reason
 
 	// Allowlist is the list's canonical spec when no rule matched the
@@ -92,7 +94,9 @@ func (e *DeniedError) Error() string {
 	msg := fmt.Sprintf("dnsfilter: %q not allowed: %s", target, e.Reason)
 	switch {
 	case e.Rule != "" && !strings.Contains(e.Reason, e.Rule):
-		msg += " (rule " + e.Rule + ")"
+		msg += " (rule " + e.Rule + e.quotedName() + ")"
+	case e.Name != "":
+		msg += " (rule" + e.quotedName() + ")"
 	case e.Rule == "" && e.Allowlist != "":
 		list := e.Allowlist
 		if len(list) > maxListInError {
@@ -101,6 +105,13 @@ func (e *DeniedError) Error() string {
 		msg += " (allowlist " + list + ")"
 	}
 	return msg
+}
+
+func (e *DeniedError) quotedName() string {
+	if e.Name == "" {
+		return ""
+	}
+	return " " + strconv.Quote(e.Name)
 }
 
 // Denied reports true. Other packages detect denials through the interface
@@ -184,11 +195,14 @@ func Malformed(host string) string {
 	return ""
 }
 
-// CheckAddr decides on an IP destination, such as an address a name
-// resolved to, against the prefix rules only. IPv4-mapped IPv6 addresses
-// are unmapped first; addresses with a zone are denied. A nil or empty list
-// allows every valid address.
-func (l *List) CheckAddr(addr netip.Addr, port uint16) Decision {
+// CheckResolved decides on addr, an address that a name Check allowed
+// resolved to, and port: only deny rules for addresses (!10.20.0.0/16)
+// apply, since the allow rules have decided on the name. IPv4-mapped IPv6
+// addresses are unmapped first; an invalid address or one with a zone is
+// denied. The connector denies a name when CheckResolved denies any of
+// its addresses, not only the one it would dial: a tailnet node has an
+// IPv6 address beside the IPv4 address a rule names.
+func (l *List) CheckResolved(addr netip.Addr, port uint16) Decision {
 	if !addr.IsValid() {
 		return malformed(reasonInvalidAddr)
 	}
@@ -196,9 +210,15 @@ func (l *List) CheckAddr(addr netip.Addr, port uint16) Decision {
 		return malformed(reasonZone)
 	}
 	addr = addr.Unmap()
-	d := l.checkAddr(addr, port, reasonNoCIDRAddr)
-	d.Host = addr.String()
-	return d
+	if l != nil {
+		if m := l.matchAddr(addr, port); m.deny >= 0 {
+			d := l.decide(m.deny)
+			d.Host = addr.String()
+			d.Reason = "address " + d.Host + " " + d.Reason
+			return d
+		}
+	}
+	return Decision{Allow: true, Reason: "no deny rule matches the address"}
 }
 
 // checkIP is Check for an IP literal; text is the literal without brackets.
@@ -207,7 +227,7 @@ func (l *List) checkIP(a netip.Addr, port uint16, text string) Decision {
 		return malformed(reasonZone)
 	}
 	a = a.Unmap()
-	d := l.checkAddr(a, port, reasonNoCIDR)
+	d := l.checkAddr(a, port)
 	var buf [64]byte
 	if b := a.AppendTo(buf[:0]); string(b) == text {
 		d.Host = text // already canonical: no need to allocate
@@ -217,47 +237,65 @@ func (l *List) checkIP(a netip.Addr, port uint16, text string) Decision {
 	return d
 }
 
-func (l *List) checkAddr(a netip.Addr, port uint16, noMatch string) Decision {
+func (l *List) checkAddr(a netip.Addr, port uint16) Decision {
 	if l.Empty() {
 		return Decision{Allow: true, Rule: EmptyAllowlist, Reason: reasonEmptyList}
 	}
-	miss := -1
-	for _, i := range l.cidrs {
-		r := &l.rules[i]
-		if !r.prefix.Contains(a) {
-			continue
-		}
-		if r.allowsPort(port) {
-			return Decision{Allow: true, Rule: r.text, Reason: r.reason}
-		}
-		if miss < 0 {
-			miss = i
-		}
-	}
-	if miss >= 0 {
-		return l.portDenied(miss, port)
+	return l.verdict(l.matchAddr(a, port), port, reasonNoCIDR)
+}
+
+// checkName matches a canonical name against the name rules.
+func (l *List) checkName(name string, port uint16) Decision {
+	d := l.verdict(l.matchName(name, port), port, reasonNoMatch)
+	d.Host = name
+	return d
+}
+
+// verdict turns what matched into the decision: a matching deny rule
+// denies; else the first allow rule in list order that matches host and
+// port allows; else the first that matches the host names the denial.
+func (l *List) verdict(m match, port uint16, noMatch string) Decision {
+	switch {
+	case m.deny >= 0:
+		return l.decide(m.deny)
+	case l.denyOnly:
+		return Decision{Allow: true, Rule: EmptyAllowlist, Reason: reasonDenyOnly}
+	case m.allow >= 0:
+		return l.decide(m.allow)
+	case m.miss >= 0:
+		return l.portDenied(m.miss, port)
 	}
 	return Decision{Reason: noMatch, list: l.spec}
 }
 
-// checkName matches a canonical name against the name rules: the first
-// rule in list order that matches name and port allows.
-func (l *List) checkName(name string, port uint16) Decision {
-	best, miss := -1, -1
-	consider := func(idx []int) {
-		for _, i := range idx {
-			switch {
-			case l.rules[i].allowsPort(port):
-				if best < 0 || i < best {
-					best = i
-				}
-			case miss < 0 || i < miss:
-				miss = i
-			}
+// match is what matched one destination: the first deny rule and the
+// first allow rule in list order that match host and port, and the first
+// allow rule that matches the host but not the port; -1 for none.
+type match struct{ deny, allow, miss int }
+
+// add considers rule i, which matches the host.
+func (m *match) add(rules []rule, i int, port uint16) {
+	r := &rules[i]
+	switch {
+	case !r.allowsPort(port):
+		if !r.deny && (m.miss < 0 || i < m.miss) {
+			m.miss = i
 		}
+	case r.deny:
+		if m.deny < 0 || i < m.deny {
+			m.deny = i
+		}
+	case m.allow < 0 || i < m.allow:
+		m.allow = i
 	}
+}
+
+func (l *List) matchName(name string, port uint16) match {
+	m := match{-1, -1, -1}
 	if l.exact != nil {
-		consider(l.exact[name])
+		for _, i := range l.exact[name] {
+			m.add(l.rules, i, port)
+		}
 	}
 	if l.suffix != nil {
 		// A suffix rule ".example.com" matches the name's tails that
@@ -265,25 +303,34 @@ func (l *List) checkName(name string, port uint16) Decision {
 		// and "evilexample.com" do not.
 		for i := 1; i < len(name); i++ {
 			if name[i] == '.' {
-				consider(l.suffix[name[i:]])
+				for _, j := range l.suffix[name[i:]] {
+					m.add(l.rules, j, port)
+				}
 			}
 		}
 	}
-	switch {
-	case best >= 0:
-		r := &l.rules[best]
-		return Decision{Allow: true, Rule: r.text, Reason: r.reason, Host: name}
-	case miss >= 0:
-		d := l.portDenied(miss, port)
-		d.Host = name
-		return d
+	return m
+}
+
+func (l *List) matchAddr(a netip.Addr, port uint16) match {
+	m := match{-1, -1, -1}
+	for _, i := range l.cidrs {
+		if l.rules[i].prefix.Contains(a) {
+			m.add(l.rules, i, port)
+		}
 	}
-	return Decision{Reason: reasonNoMatch, Host: name, list: l.spec}
+	return m
+}
+
+// decide is the decision of rule i, which matched.
+func (l *List) decide(i int) Decision {
+	r := &l.rules[i]
+	return Decision{Allow: !r.deny, Rule: r.text, Name: r.label, Reason: r.reason}
 }
 
 func (l *List) portDenied(i int, port uint16) Decision {
 	r := &l.rules[i]
-	return Decision{Rule: r.text, Reason: fmt.Sprintf("port %d not in %s", port, formatPorts(r.ports))}
+	return Decision{Rule: r.text, Name: r.label, Reason: fmt.Sprintf("port %d not in %s", port, formatPorts(r.ports))}
 }
 
 func malformed(reason string) Decision { return Decision{Reason: reason} }

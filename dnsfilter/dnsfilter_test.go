@@ -200,6 +200,27 @@ var listTests = []struct {
 		"a.example.com:80",
 	},
 }, {
+	name:   "deny entries win over allow entries, on names, ports and literals",
+	config: ".corp.ts.net,!admin.corp.ts.net,!.internal.corp.ts.net:22,100.64.0.0/10,!100.100.0.0/16",
+	match: []string{
+		"grafana.corp.ts.net:443",
+		"w1.internal.corp.ts.net:443",
+		"x.admin.corp.ts.net:443",
+		"100.64.0.1:22",
+	},
+	nomatch: []string{
+		"admin.corp.ts.net:443",
+		"ADMIN.corp.ts.net.:80",
+		"w1.internal.corp.ts.net:22",
+		"100.100.1.1:443",
+		"::ffff:100.100.1.1:443",
+	},
+}, {
+	name:    "deny entries alone allow the rest",
+	config:  "!admin.corp.ts.net,!10.0.0.0/8:22",
+	match:   []string{"grafana.corp.ts.net:443", "10.1.1.1:443", "admin.corp.ts.net.evil:443"},
+	nomatch: []string{"admin.corp.ts.net:443", "10.1.1.1:22", "a..b:443"},
+}, {
 	name:   "empty list allows every well-formed destination",
 	config: "  ",
 	match: []string{
@@ -333,6 +354,13 @@ var parseErrorTests = []struct {
 	{"[fd7a::/48]:", `empty port`},
 	{"[example.com]:22", `brackets are only for IPv6`},
 	{"grafana.example.com:443:22", `bad address`},
+	{"!", `'!' with no entry after it`},
+	{".a.com,!", `entry 2 "!": '!' with no entry after it`},
+	{"!!a.com", `name has '!'`},
+	{"! a.com", `name has a space`},
+	{"!*", `'*' alone is not a rule`},
+	{"!a.com:0", `port 0 out of range`},
+	{"a!b.com", `name has '!'`},
 }
 
 func TestParseErrors(t *testing.T) {
@@ -381,6 +409,8 @@ func TestParseCanonical(t *testing.T) {
 		{"0.0.0.0/0,::/0", "0.0.0.0/0,::/0", 2},
 		{"_sip._tcp.example.com", "_sip._tcp.example.com", 1},
 		{"localhost", "localhost", 1},
+		{" !Admin.Corp.TS.net.:443,80 ", "!admin.corp.ts.net:80,443", 1},
+		{"!*.corp.ts.net,!FD7A::/16,![fd7a::1]:22", "!.corp.ts.net,!fd7a::/16,![fd7a::1]:22", 3},
 	} {
 		l, err := Parse(tt.spec)
 		if err != nil {
@@ -391,7 +421,7 @@ func TestParseCanonical(t *testing.T) {
 			t.Errorf("Parse(%q).String() = %q, want %q", tt.spec, got, tt.want)
 		}
 		if got := len(l.Rules()); got != tt.rules {
-			t.Errorf("Parse(%q) has %d rules %q, want %d", tt.spec, got, l.Rules(), tt.rules)
+			t.Errorf("Parse(%v) has %d rules %v, want %d", tt.spec, got, l.Rules(), tt.rules)
 		}
 		if l.Empty() != (tt.rules == 0) {
 			t.Errorf("Parse(%q).Empty() = %v", tt.spec, l.Empty())
@@ -438,15 +468,15 @@ func TestDecision(t *testing.T) {
 func TestEmptyList(t *testing.T) {
 	for _, l := range []*List{nil, {}, MustParse(""), MustParse("   ")} {
 		if !l.Empty() || l.String() != "" || l.Rules() != nil {
-			t.Errorf("list %#v: Empty() = %v, String() = %q, Rules() = %q", l, l.Empty(), l.String(), l.Rules())
+			t.Errorf("list %#v: Empty() = %v, String() = %q, Rules() = %v", l, l.Empty(), l.String(), l.Rules())
 		}
 		d := l.Check("anything.example.com", 22)
 		want := Decision{Allow: true, Rule: EmptyAllowlist, Reason: "empty allowlist allows everything", Host: "anything.example.com"}
 		if d != want {
 			t.Errorf("empty list: Check = %+v, want %+v", d, want)
 		}
-		if d := l.CheckAddr(netip.MustParseAddr("192.0.2.1"), 22); !d.Allow || d.Rule != EmptyAllowlist {
-			t.Errorf("empty list: CheckAddr = %+v, want allow", d)
+		if d := l.CheckResolved(netip.MustParseAddr("192.0.2.1"), 22); !d.Allow {
+			t.Errorf("empty list: CheckResolved = %+v, want allow", d)
 		}
 		if d := l.Check("a..b", 22); d.Allow {
 			t.Errorf("empty list: Check(a..b) = %+v, want a malformed-name denial", d)
@@ -454,30 +484,92 @@ func TestEmptyList(t *testing.T) {
 	}
 }
 
-func TestCheckAddr(t *testing.T) {
-	l := MustParse("100.64.0.0/10,[fd7a:115c:a1e0::/48]:22,.example.com")
+// TestCheckResolved: only deny entries for addresses decide on the
+// address an allowed name resolved to.
+func TestCheckResolved(t *testing.T) {
+	l := MustParse(".example.com,100.64.0.0/10,!10.20.0.0/16,![fd7a:115c:a1e0::/48]:22,!.example.com:23")
 	for _, tt := range []struct {
 		addr  netip.Addr
 		port  uint16
 		allow bool
+		rule  string
 		host  string
 	}{
-		{netip.MustParseAddr("100.64.0.1"), 1, true, "100.64.0.1"},
-		{netip.MustParseAddr("::ffff:100.64.0.1"), 1, true, "100.64.0.1"},
-		{netip.MustParseAddr("fd7a:115c:a1e0::1"), 22, true, "fd7a:115c:a1e0::1"},
-		{netip.MustParseAddr("fd7a:115c:a1e0::1"), 23, false, "fd7a:115c:a1e0::1"},
-		{netip.MustParseAddr("fd7a:115c:a1e0::1%eth0"), 22, false, ""},
-		{netip.MustParseAddr("192.0.2.1"), 1, false, "192.0.2.1"},
-		{netip.Addr{}, 1, false, ""},
+		{netip.MustParseAddr("100.64.0.1"), 1, true, "", ""},
+		{netip.MustParseAddr("192.0.2.1"), 1, true, "", ""}, // allow rules decided on the name
+		{netip.MustParseAddr("10.20.3.4"), 443, false, "!10.20.0.0/16", "10.20.3.4"},
+		{netip.MustParseAddr("::ffff:10.20.3.4"), 443, false, "!10.20.0.0/16", "10.20.3.4"},
+		{netip.MustParseAddr("fd7a:115c:a1e0::1"), 22, false, "![fd7a:115c:a1e0::/48]:22", "fd7a:115c:a1e0::1"},
+		{netip.MustParseAddr("fd7a:115c:a1e0::1"), 23, true, "", ""}, // the name deny entry is not for addresses
+		{netip.MustParseAddr("fd7a:115c:a1e0::1%eth0"), 22, false, "", ""},
+		{netip.Addr{}, 1, false, "", ""},
 	} {
-		d := l.CheckAddr(tt.addr, tt.port)
-		if d.Allow != tt.allow || d.Host != tt.host {
-			t.Errorf("CheckAddr(%v, %d) = %+v, want Allow %v, Host %q", tt.addr, tt.port, d, tt.allow, tt.host)
+		d := l.CheckResolved(tt.addr, tt.port)
+		if d.Allow != tt.allow || d.Rule != tt.rule || d.Host != tt.host {
+			t.Errorf("CheckResolved(%v, %d) = %+v, want Allow %v, Rule %q, Host %q", tt.addr, tt.port, d, tt.allow, tt.rule, tt.host)
 		}
 	}
-	if d := MustParse("").CheckAddr(netip.Addr{}, 1); d.Allow {
-		t.Errorf("empty list allows the zero Addr: %+v", d)
+	for _, l := range []*List{nil, MustParse("")} {
+		if d := l.CheckResolved(netip.Addr{}, 1); d.Allow {
+			t.Errorf("empty list allows the zero Addr: %+v", d)
+		}
 	}
+}
+
+// TestDeny: deny entries win over allow entries wherever they stand, on
+// names, IP literals and ports; a deny entry whose ports miss has no
+// effect; a list of deny entries alone allows the rest.
+func TestDeny(t *testing.T) {
+	for _, tt := range []struct {
+		spec, dest string
+		allow      bool
+		rule       string
+	}{
+		{".corp.ts.net,!admin.corp.ts.net", "admin.corp.ts.net:443", false, "!admin.corp.ts.net"},
+		{"!admin.corp.ts.net,.corp.ts.net", "admin.corp.ts.net:443", false, "!admin.corp.ts.net"},
+		{".corp.ts.net,!admin.corp.ts.net", "Admin.Corp.TS.net.:443", false, "!admin.corp.ts.net"},
+		{".corp.ts.net,!admin.corp.ts.net", "grafana.corp.ts.net:443", true, ".corp.ts.net"},
+		{".corp.ts.net,!admin.corp.ts.net", "x.admin.corp.ts.net:443", true, ".corp.ts.net"}, // exact: not under it
+		{"admin.corp.ts.net,!admin.corp.ts.net", "admin.corp.ts.net:80", false, "!admin.corp.ts.net"},
+		{".corp.ts.net,!.internal.corp.ts.net:22", "w1.internal.corp.ts.net:22", false, "!.internal.corp.ts.net:22"},
+		{".corp.ts.net,!.internal.corp.ts.net:22", "w1.internal.corp.ts.net:443", true, ".corp.ts.net"},
+		{".corp.ts.net,!.internal.corp.ts.net:22", "internal.corp.ts.net:22", true, ".corp.ts.net"},
+		{".corp.ts.net:443,!.internal.corp.ts.net:22-23,80", "w1.internal.corp.ts.net:80", false, "!.internal.corp.ts.net:22-23,80"},
+		{"10.0.0.0/8,!10.20.0.0/16", "10.20.1.1:5432", false, "!10.20.0.0/16"},
+		{"10.0.0.0/8,!10.20.0.0/16", "10.21.1.1:5432", true, "10.0.0.0/8"},
+		{"10.0.0.0/8,!10.20.0.0/16", "::ffff:10.20.1.1:5432", false, "!10.20.0.0/16"},
+		{"fd7a::/16,![fd7a::1]:22", "fd7a::1:22", false, "![fd7a::1]:22"},
+		{"!admin.corp.ts.net", "admin.corp.ts.net:443", false, "!admin.corp.ts.net"},
+		{"!admin.corp.ts.net", "grafana.corp.ts.net:443", true, EmptyAllowlist},
+		{"!admin.corp.ts.net", "192.0.2.1:443", true, EmptyAllowlist},
+		{"!10.20.0.0/16", "10.20.0.1:443", false, "!10.20.0.0/16"},
+		{".corp.ts.net,!10.20.0.0/16", "db.corp.ts.net:5432", true, ".corp.ts.net"}, // names: see CheckResolved
+		{".corp.ts.net:443,!admin.corp.ts.net:22", "admin.corp.ts.net:80", false, ".corp.ts.net:443"},
+	} {
+		host, port := splitDest(t, tt.dest)
+		d := MustParse(tt.spec).Check(host, port)
+		if d.Allow != tt.allow || d.Rule != tt.rule {
+			t.Errorf("%q: Check(%q) = %+v, want Allow %v by %q", tt.spec, tt.dest, d, tt.allow, tt.rule)
+		}
+		if !d.Allow && strings.HasPrefix(d.Rule, "!") && d.Reason != "matches "+d.Rule {
+			t.Errorf("%q: Check(%q) reason %q, want it to name the deny rule", tt.spec, tt.dest, d.Reason)
+		}
+	}
+	err := MustParse(".corp.ts.net,!admin.corp.ts.net").Check("admin.corp.ts.net", 443).Err("admin", 443)
+	if want := `dnsfilter: "admin:443" not allowed: matches !admin.corp.ts.net`; err == nil || err.Error() != want {
+		t.Errorf("Err = %v, want %s", err, want)
+	}
+	if rule, _, _ := denial(err); rule != "!admin.corp.ts.net" {
+		t.Errorf("RuleName = %q, want the deny rule", rule)
+	}
+}
+
+func denial(err error) (rule, reason string, ok bool) {
+	var de *DeniedError
+	if !errors.As(err, &de) {
+		return "", "", false
+	}
+	return de.RuleName(), de.DenialReason(), true
 }
 
 func TestDeniedError(t *testing.T) {
@@ -657,6 +749,8 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 		"svc-42.prod.example.net",
 		"100.64.1.2",
 		"fd7a:115c:a1e0::1",
+		"admin.internal.example.com",
+		"100.100.1.2",
 	} {
 		if n := testing.AllocsPerRun(100, func() { l.Check(host, 443) }); n != 0 {
 			t.Errorf("Check(%q) allocates %v times per call, want 0", host, n)
@@ -665,16 +759,17 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 }
 
 // benchList is a 50-entry list in the shape we expect in production:
-// suffixes and exact names with and without ports, and a few prefixes.
+// suffixes and exact names with and without ports, a few prefixes, and
+// deny entries for names and addresses.
 func benchList() *List {
 	var entries []string
-	for i := range 20 {
+	for i := range 17 {
 		entries = append(entries, fmt.Sprintf(".svc%d.example.org", i))
 	}
 	for i := range 15 {
 		entries = append(entries, fmt.Sprintf("host%d.corp.example.com:443,8443", i))
 	}
-	for i := range 10 {
+	for i := range 8 {
 		entries = append(entries, fmt.Sprintf("10.%d.0.0/16:22", i))
 	}
 	entries = append(entries,
@@ -683,6 +778,11 @@ func benchList() *List {
 		".prod.example.net",
 		"db.internal.example.com:5432",
 		".internal.example.com:443",
+		"!admin.internal.example.com",
+		"!.secret.prod.example.net",
+		"!host3.corp.example.com:8443",
+		"!100.100.0.0/16",
+		"![fd7a:115c:a1e0::5]:22",
 	)
 	return MustParse(strings.Join(entries, ","))
 }
@@ -699,6 +799,8 @@ func BenchmarkCheck(b *testing.B) {
 		{"cidr", "100.64.1.2"},
 		{"upper", "Grafana.Internal.Example.com"},
 		{"idn", "grаfana.internal.example.com"},
+		{"deny", "admin.internal.example.com"},
+		{"deny-suffix", "vault.secret.prod.example.net"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -19,6 +19,10 @@
 //	db.internal.example.com:5432-5439  a port range
 //	100.64.0.0/10:22                   IPv4 prefix, port 22 only
 //	[fd7a:115c:a1e0::/48]:22           IPv6 with ports needs brackets
+//	!admin.internal.example.com        deny: never this name, whatever allows it
+//	!.internal.example.com:22          deny port 22 under internal.example.com
+//	!10.20.0.0/16                      deny these addresses, as literals and as
+//	                                   what an allowed name resolves to
 //
 // Parse never guesses: an entry it cannot read in full is an error that
 // names the entry by position, as in
@@ -64,7 +68,7 @@
 //
 // IP literals never match a name rule, only a prefix rule. [List.Check]
 // recognises dotted-quad IPv4 and IPv6 (with or without brackets) and
-// checks them with [List.CheckAddr]. IPv4-mapped IPv6 addresses
+// checks them against the prefix rules. IPv4-mapped IPv6 addresses
 // (::ffff:127.0.0.1) are unmapped first, so IPv4 rules apply to them. An
 // IPv6 zone (fe80::1%eth0) is malformed and denied.
 //
@@ -91,11 +95,28 @@
 // [fd7a::/48]:22; unbracketed, the colons belong to the address. Ports are
 // written back sorted, with overlapping and adjacent ranges merged.
 //
+// # Deny entries
+//
+// An entry that starts with "!" is a deny entry: any entry form above,
+// ports included, after the "!". A deny entry that matches host and port
+// denies, whatever allow entry also matches and wherever it stands in the
+// list: ".corp.ts.net,!admin.corp.ts.net" allows every name under
+// corp.ts.net except admin.corp.ts.net. A deny entry whose ports do not
+// include the port has no effect. Deny entries for addresses apply to IP
+// literals in [List.Check], and to the addresses a name resolves to in
+// [List.CheckResolved]: the connector refuses a name when a deny entry
+// matches any of its addresses. A list of deny entries alone allows everything else, like the empty
+// list (its decisions name the rule "<empty allowlist>").
+//
+// A policy file ([ParsePolicy], [LoadPolicy]) holds the same rules with
+// names and comments, and tests that the rules must pass.
+//
 // # Decisions
 //
-// The first rule in list order that matches both host and port allows. If
-// rules match the host but none the port, the first of them is named in the
-// denial ("port 22 not in 443,8443"). Malformed names and ambiguous IP
+// A matching deny entry denies. Otherwise the first allow rule in list
+// order that matches both host and port allows. If rules match the host
+// but none the port, the first of them is named in the denial ("port 22 not
+// in 443,8443"). Malformed names and ambiguous IP
 // literals are denied by every list, the empty one included. Every
 // [Decision] names the rule that decided, or none, and a short reason, for
 // the audit log, and the canonical host it decided on; [Decision.Err] turns

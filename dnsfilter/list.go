@@ -16,7 +16,10 @@ type List struct {
 	exact  map[string][]int // canonical name -> indexes of exact-name rules
 	suffix map[string][]int // ".domain" -> indexes of suffix rules
 	cidrs  []int            // indexes of prefix rules, in order
-	spec   string           // canonical spec, for String and errors
+	spec   string
+	// denyOnly: the list has deny rules and no allow rule, so what no
+	// deny rule matches is allowed.
+	denyOnly bool
 }
 
 type ruleKind uint8
@@ -29,11 +32,20 @@ const (
 
 type rule struct {
 	kind   ruleKind
+	deny   bool   // a "!" entry
 	name   string // kindExact: the name; kindSuffix: "." + domain
 	prefix netip.Prefix
 	ports  []portRange // sorted, merged; nil allows any port
-	text   string      // canonical form, e.g. ".a.com:443,8443"
+	text   string      // canonical form, e.g. ".a.com:443,8443" or "!admin.a.com"
 	reason string      // "matches " + text, built once so Check need not
+	label  string      // the policy file's name for the rule, or ""
+}
+
+// A Rule is one rule of a [List], as [List.Rules] reports it.
+type Rule struct {
+	Text string // canonical form, as in Decision.Rule: ".a.com:443", "!admin.a.com"
+	Name string // the policy file's name for it, "" if none (see ParsePolicy)
+	Deny bool   // a deny entry
 }
 
 type portRange struct{ lo, hi uint16 }
@@ -55,8 +67,27 @@ func (e *ParseError) Error() string {
 // [*ParseError]; Parse never skips one.
 func Parse(spec string) (*List, error) {
 	l := new(List)
+	if err := l.add(spec, "", anyEntries); err != nil {
+		return nil, err
+	}
+	l.index()
+	return l, nil
+}
+
+// The entries add accepts: allow and "!" deny entries, as in Parse, or the
+// entries of a policy file's allow or deny rule, which have no "!".
+type entryMode uint8
+
+const (
+	anyEntries entryMode = iota
+	allowEntries
+	denyEntries
+)
+
+// add parses the entries of spec into l's rules, naming each label.
+func (l *List) add(spec, label string, mode entryMode) error {
 	if strings.TrimSpace(spec) == "" {
-		return l, nil
+		return nil
 	}
 	// cont is the rule a bare port entry continues: the previous entry's,
 	// if that entry had ports.
@@ -67,31 +98,40 @@ func Parse(spec string) (*List, error) {
 			return &ParseError{Entry: i + 1, Text: e, Reason: fmt.Sprintf(format, args...)}
 		}
 		if e == "" {
-			return nil, perr("empty entry")
+			return perr("empty entry")
 		}
 		if isPortEntry(e) {
 			if cont < 0 {
-				return nil, perr("port with no host:port entry before it (write ports after a host, as in .example.com:443,8443)")
+				return perr("port with no host:port entry before it (write ports after a host, as in .example.com:443,8443)")
 			}
 			pr, err := parsePortRange(e)
 			if err != nil {
-				return nil, perr("%s", err)
+				return perr("%s", err)
 			}
 			l.rules[cont].ports = append(l.rules[cont].ports, pr)
 			continue
 		}
-		r, err := parseRule(e)
-		if err != nil {
-			return nil, perr("%s", err)
+		body, deny := strings.CutPrefix(e, "!")
+		switch {
+		case deny && mode == denyEntries:
+			return perr("no '!' in a deny rule: its entries are all deny entries")
+		case deny && mode == allowEntries:
+			return perr("a deny entry in an allow rule: write it as a rule of its own, \"deny\": %q", body)
+		case deny && body == "":
+			return perr("'!' with no entry after it")
 		}
+		r, err := parseRule(body)
+		if err != nil {
+			return perr("%s", err)
+		}
+		r.deny, r.label = deny || mode == denyEntries, label
 		l.rules = append(l.rules, r)
 		cont = -1
 		if r.ports != nil {
 			cont = len(l.rules) - 1
 		}
 	}
-	l.index()
-	return l, nil
+	return nil
 }
 
 // MustParse is like Parse but panics on error. It is for allowlists in
@@ -108,12 +148,16 @@ func MustParse(spec string) *List {
 // tables Check uses.
 func (l *List) index() {
 	texts := make([]string, len(l.rules))
+	l.denyOnly = len(l.rules) > 0
 	for i := range l.rules {
 		r := &l.rules[i]
 		r.ports = mergePorts(r.ports)
 		r.text = r.format()
 		r.reason = "matches " + r.text
 		texts[i] = r.text
+		if !r.deny {
+			l.denyOnly = false
+		}
 		switch r.kind {
 		case kindExact:
 			if l.exact == nil {
@@ -136,7 +180,8 @@ func (l *List) index() {
 func (l *List) Empty() bool { return l == nil || len(l.rules) == 0 }
 
 // String returns the canonical spec: the canonical rules joined by commas.
-// Parse(l.String()) yields an equivalent list with the same String.
+// Parse(l.String()) yields an equivalent list with the same String (a
+// policy file's rule names are not part of it).
 func (l *List) String() string {
 	if l == nil {
 		return ""
@@ -144,14 +189,15 @@ func (l *List) String() string {
 	return l.spec
 }
 
-// Rules returns each rule in canonical form, in list order.
-func (l *List) Rules() []string {
+// Rules returns each rule, in list order.
+func (l *List) Rules() []Rule {
 	if l.Empty() {
 		return nil
 	}
-	out := make([]string, len(l.rules))
+	out := make([]Rule, len(l.rules))
 	for i := range l.rules {
-		out[i] = l.rules[i].text
+		r := &l.rules[i]
+		out[i] = Rule{Text: r.text, Name: r.label, Deny: r.deny}
 	}
 	return out
 }
@@ -413,6 +459,9 @@ func (r *rule) format() string {
 		if r.ports != nil && r.prefix.Addr().Is6() {
 			host = "[" + host + "]"
 		}
+	}
+	if r.deny {
+		host = "!" + host
 	}
 	if r.ports == nil {
 		return host

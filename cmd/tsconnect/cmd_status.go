@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,7 +105,23 @@ func printStatus(w io.Writer, st upStatus) {
 	if allow == "" {
 		allow = "none: anything the tailnet ACL allows"
 	}
+	if st.Policy != "" {
+		allow = st.Policy + ": " + allow
+	}
 	row("allowlist", "%s", allow)
+	for _, r := range st.Rules {
+		name, hits := "", fmt.Sprintf("%d hits", r.Hits)
+		if r.Name != "" {
+			name = " " + strconv.Quote(r.Name)
+		}
+		switch r.Hits {
+		case 0:
+			hits = "never used"
+		case 1:
+			hits = "1 hit"
+		}
+		row("rule", "%s%s: %s", r.Rule, name, hits)
+	}
 	p := st.ProxyStats
 	row("proxy", "%s: %d accepted, %d active, %d allowed, %d denied, %d failed; %d B up, %d B down",
 		st.Proxy, p.Accepted, p.Active, p.Allowed, p.Denied, p.Failed, p.BytesUp, p.BytesDown)

@@ -215,6 +215,7 @@ type upStatus struct {
 	connector.Status
 	ProxyStats proxyStats      `json:"proxy_stats"`
 	Forwards   []forwardStatus `json:"forwards"`
+	Rules      []ruleStatus    `json:"rules"`
 	PID        int             `json:"pid"`
 	Version    string          `json:"version"`
 	Since      time.Time       `json:"since"`
@@ -233,6 +234,23 @@ type proxyStats struct {
 	AuditDropped int64 `json:"audit_dropped"`
 }
 
+// ruleStatus is one allowlist rule and how many connections and requests
+// it decided.
+type ruleStatus struct {
+	Rule string `json:"rule"`
+	Name string `json:"name,omitempty"`
+	Deny bool   `json:"deny,omitempty"`
+	Hits int64  `json:"hits"`
+}
+
+func ruleStatuses(st connector.Stats) []ruleStatus {
+	out := make([]ruleStatus, 0, len(st.Rules))
+	for _, r := range st.Rules {
+		out = append(out, ruleStatus{Rule: r.Text, Name: r.Name, Deny: r.Deny, Hits: r.Hits})
+	}
+	return out
+}
+
 func controlHandler(s *session, fw *forwarder, started time.Time) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -242,14 +260,16 @@ func controlHandler(s *session, fw *forwarder, started time.Time) http.Handler {
 			return
 		}
 		ps := s.c.ProxyStats()
+		cs := s.c.Stats()
 		out := upStatus{
 			Status: st,
 			ProxyStats: proxyStats{
 				Accepted: ps.Accepted, Active: ps.Active, Allowed: ps.Allowed, Denied: ps.Denied,
 				Failed: ps.Failed, Refused: ps.Refused, BytesUp: ps.BytesUp, BytesDown: ps.BytesDown,
-				AuditDropped: s.c.Stats().AuditDropped,
+				AuditDropped: cs.AuditDropped,
 			},
 			Forwards: fw.status(),
+			Rules:    ruleStatuses(cs),
 			PID:      os.Getpid(),
 			Version:  version,
 			Since:    started.UTC().Truncate(time.Second),

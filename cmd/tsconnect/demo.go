@@ -56,9 +56,11 @@ const demoAllow = "web." + demonet.Domain
 func runDemo(ctx context.Context, args []string, sio stdio) int {
 	fs := newFlagSet("demo", demoUsage)
 	var allow listFlag
+	var policy string
 	var timeout time.Duration
 	var verbose bool
 	fs.Var(&allow, "allow", "allowlist `list` (as for run); default "+demoAllow)
+	fs.StringVar(&policy, "policy", "", "the allowlist from a policy `file` (as for run), instead of --allow")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up starting the demo tailnet and joining it after this `duration`")
 	fs.section("Demo")
 	po := addProxyFlags(fs)
@@ -75,10 +77,10 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	if err != nil {
 		return sio.fail(err)
 	}
-	if len(allow) == 0 {
+	if len(allow) == 0 && policy == "" {
 		allow = listFlag{demoAllow}
 	}
-	jo := &joinOpts{allow: allow, timeout: timeout, dialTimeout: 15 * time.Second, verbose: verbose}
+	jo := &joinOpts{allow: allow, policy: policy, timeout: timeout, dialTimeout: 15 * time.Second, verbose: verbose}
 	cfg, err := jo.nodeConfig("demo", sio)
 	if err != nil {
 		return sio.fail(err)

@@ -90,6 +90,17 @@ func classify(err error) (code int, hint string) {
 	return exitFailure, ""
 }
 
+// policyError is the usage error for a --policy file that cannot be read,
+// does not parse or fails its tests.
+func policyError(err error) error {
+	var pe *dnsfilter.PolicyError
+	hint := "see 'tsconnect help policy' for the file's format"
+	if errors.As(err, &pe) && pe.Failures != nil {
+		hint = "fix the rules (or the tests), and check with 'tsconnect policy test " + pe.File + "'"
+	}
+	return &exitError{code: exitUsage, err: fmt.Errorf("--policy: %s", message(err)), hint: hint}
+}
+
 const allowHint = "entries look like .corp.ts.net (names under it), grafana.corp.ts.net:443 (one name, one port) or 100.64.0.0/10; see 'tsconnect help run'"
 
 // secretsHint says what to do about an error from the key source.

@@ -26,6 +26,7 @@ type joinOpts struct {
 	timeout        time.Duration
 	dialTimeout    time.Duration
 	allow          listFlag
+	policy         string
 	authKeyFile    string
 	verbose        bool
 	vault          vaultOpts
@@ -54,7 +55,8 @@ func addJoinFlags(fs *flagSet) *joinOpts {
 	fs.StringVar(&o.hostnamePrefix, "hostname-prefix", connector.DefaultHostnamePrefix, "node name `prefix`: the node is named <prefix>-<uuid>")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up joining after this `duration`")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 15*time.Second, "bound each connection attempt through the tailnet to this `duration`")
-	fs.Var(&o.allow, "allow", "allowlist: the only destinations reachable, comma-separated `list`\n(repeatable): .corp.ts.net (names under it), grafana.corp.ts.net:443,\n100.64.0.0/10. Empty: anything the tailnet ACL lets this node reach")
+	fs.Var(&o.allow, "allow", "allowlist: the only destinations reachable, comma-separated `list`\n(repeatable): .corp.ts.net (names under it), grafana.corp.ts.net:443,\n100.64.0.0/10, !admin.corp.ts.net (deny, wins over any allow entry).\nEmpty: anything the tailnet ACL lets this node reach")
+	fs.StringVar(&o.policy, "policy", "", "the allowlist from a policy `file` (HuJSON: named rules, deny rules and\ntests; see 'tsconnect help policy'); refused, before joining, if its\ntests fail. Instead of --allow")
 	fs.section("Tailnet")
 
 	fs.StringVar(&o.authKeyFile, "auth-key-file", "", "read the auth key from `file` (a mounted secret); default: $TS_AUTHKEY,\nelse $TS_AUTH_KEY")
@@ -114,12 +116,8 @@ func (o *joinOpts) nodeConfig(sub string, sio stdio) (connector.Config, error) {
 	if o.timeout <= 0 || o.dialTimeout <= 0 {
 		return cfg, usageErrorf(sub, "--timeout and --dial-timeout must be positive")
 	}
-	if spec := strings.Join(o.allow, ","); strings.TrimSpace(spec) != "" {
-		list, err := dnsfilter.Parse(spec)
-		if err != nil {
-			return cfg, &exitError{code: exitUsage, err: fmt.Errorf("--allow: %s", message(err)), hint: allowHint}
-		}
-		cfg.Allow = list
+	if err := o.allowlist(&cfg); err != nil {
+		return cfg, err
 	}
 	for _, t := range strings.Split(o.tags, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -130,7 +128,7 @@ func (o *joinOpts) nodeConfig(sub string, sio stdio) (connector.Config, error) {
 	// joining; its messages name Config fields, these the flags.
 	var ce *connector.ConfigError
 	if err := cfg.Validate(); errors.As(err, &ce) {
-		flag := map[string]string{"Tags": "--tags", "ReadyTimeout": "--timeout", "DialTimeout": "--dial-timeout"}[ce.Field]
+		flag := map[string]string{"Tags": "--tags", "ReadyTimeout": "--timeout", "DialTimeout": "--dial-timeout", "Policy": "--policy"}[ce.Field]
 		if flag == "" {
 			flag = "Config." + ce.Field
 		}
@@ -142,6 +140,32 @@ func (o *joinOpts) nodeConfig(sub string, sio stdio) (connector.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// allowlist sets cfg.Allow from --allow, or cfg.Policy from --policy,
+// whose tests must pass.
+func (o *joinOpts) allowlist(cfg *connector.Config) error {
+	spec := strings.Join(o.allow, ",")
+	if o.policy != "" {
+		if strings.TrimSpace(spec) != "" {
+			return &exitError{code: exitUsage, err: errors.New("--allow and --policy are mutually exclusive"),
+				hint: "put the --allow entries in the policy file's rules"}
+		}
+		p, err := dnsfilter.LoadPolicy(o.policy)
+		if err != nil {
+			return policyError(err)
+		}
+		cfg.Policy = p
+		return nil
+	}
+	if strings.TrimSpace(spec) != "" {
+		list, err := dnsfilter.Parse(spec)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--allow: %s", message(err)), hint: allowHint}
+		}
+		cfg.Allow = list
+	}
+	return nil
 }
 
 // keySource builds the auth key source. The order is secrets.FromConfig's:
