@@ -31,6 +31,9 @@ type Decision struct {
 	Rule   string // the rule that decided (canonical form), or "" when no rule matched
 	Name   string // the policy file's name for Rule, "" if it has none
 	Reason string // short human reason, e.g. "matches .internal.example.com", "no rule matches"
+	// Opaque is set when the allow rule that decided is marked "opaque" in
+	// its policy file: what a tunnel it allows carries is not inspected.
+	Opaque bool
 
 	// Host is the destination as it was checked: the canonical name (see
 	// Canonical) or the IP address in standard, unmapped form; "" when
@@ -325,7 +328,7 @@ func (l *List) matchAddr(a netip.Addr, port uint16) match {
 // decide is the decision of rule i, which matched.
 func (l *List) decide(i int) Decision {
 	r := &l.rules[i]
-	return Decision{Allow: !r.deny, Rule: r.text, Name: r.label, Reason: r.reason}
+	return Decision{Allow: !r.deny, Rule: r.text, Name: r.label, Reason: r.reason, Opaque: r.opaque}
 }
 
 func (l *List) portDenied(i int, port uint16) Decision {

@@ -39,6 +39,7 @@ type rule struct {
 	text   string      // canonical form, e.g. ".a.com:443,8443" or "!admin.a.com"
 	reason string      // "matches " + text, built once so Check need not
 	label  string      // the policy file's name for the rule, or ""
+	opaque bool        // the policy file's "opaque": tunnels it allows are not inspected
 }
 
 // A Rule is one rule of a [List], as [List.Rules] reports it.
@@ -46,6 +47,9 @@ type Rule struct {
 	Text string // canonical form, as in Decision.Rule: ".a.com:443", "!admin.a.com"
 	Name string // the policy file's name for it, "" if none (see ParsePolicy)
 	Deny bool   // a deny entry
+	// Opaque marks an allow rule whose tunnels are spliced without looking
+	// at the TLS SNI or HTTP Host inside them (a policy file's "opaque").
+	Opaque bool
 }
 
 type portRange struct{ lo, hi uint16 }
@@ -197,7 +201,7 @@ func (l *List) Rules() []Rule {
 	out := make([]Rule, len(l.rules))
 	for i := range l.rules {
 		r := &l.rules[i]
-		out[i] = Rule{Text: r.text, Name: r.label, Deny: r.deny}
+		out[i] = Rule{Text: r.text, Name: r.label, Deny: r.deny, Opaque: r.opaque}
 	}
 	return out
 }

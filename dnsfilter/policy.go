@@ -36,7 +36,10 @@ import (
 // A rule has a "name" (optional, unique), an optional "comment", and one
 // of "allow" and "deny": an entry in the list syntax of [Parse] without
 // the "!" (ports continue after commas, as in "a.com:443,8443"), or an
-// array of them. Every entry of a deny rule is a deny entry. The rules
+// array of them. Every entry of a deny rule is a deny entry. An allow
+// rule may be marked "opaque": true, and the tunnels it allows are then
+// spliced without the connector's check of the TLS SNI or HTTP Host inside
+// them (for a target whose clients send a name it does not route on). The rules
 // form one [List] in file order, so a policy allows exactly what the
 // one-line list of its entries allows.
 //
@@ -149,6 +152,7 @@ type policyRule struct {
 	Comment string  `json:"comment"`
 	Allow   entries `json:"allow"`
 	Deny    entries `json:"deny"`
+	Opaque  bool    `json:"opaque"`
 }
 
 // entries is one list-syntax string or an array of them.
@@ -235,6 +239,9 @@ func ParsePolicy(file string, data []byte) (*Policy, error) {
 		case len(r.Allow) == 0:
 			return nil, fail(line, `%s: has neither "allow" nor "deny"`, what)
 		}
+		if r.Opaque && mode == denyEntries {
+			return nil, fail(line, `%s: "opaque" is for allow rules (it turns off the SNI and Host checks inside the tunnels they allow)`, what)
+		}
 		for _, spec := range specs {
 			n := len(p.List.rules)
 			if strings.TrimSpace(spec) == "" {
@@ -244,7 +251,8 @@ func ParsePolicy(file string, data []byte) (*Policy, error) {
 				pe := err.(*ParseError)
 				return nil, fail(line, "%s: %q: %s", what, pe.Text, pe.Reason)
 			}
-			for range len(p.List.rules) - n {
+			for j := n; j < len(p.List.rules); j++ {
+				p.List.rules[j].opaque = r.Opaque
 				p.lines = append(p.lines, line)
 			}
 		}

@@ -2,6 +2,7 @@ package dnsfilter
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -115,6 +116,7 @@ var policyErrorTests = []struct {
 	{`{"rules": [{"allow": "!b.a.com"}]}`, 1, `rule 1: "!b.a.com": a deny entry in an allow rule: write it as a rule of its own, "deny": "b.a.com"`},
 	{`{"rules": [{"deny": "!b.a.com"}]}`, 1, `no '!' in a deny rule`},
 	{`{"rules": [{"allow": "a b.com"}]}`, 1, `rule 1: "a b.com": name has a space`},
+	{"{\"rules\": [\n{\"deny\": \"b.a.com\", \"opaque\": true}]}", 2, `rule 1: "opaque" is for allow rules`},
 	{`{"rules": [{"allow": ""}]}`, 1, `rule 1: empty entry`},
 	{`{"rules": [{"allow": 7}]}`, 1, `want a string or an array of strings`},
 	{"{\"rules\": [{\"name\": \"a\", \"allow\": \".a.com\"},\n{\"name\": \"a\", \"allow\": \".b.com\"}]}", 2, `rule 2 "a": the name is also rule 1's`},
@@ -135,6 +137,42 @@ func TestParsePolicyErrors(t *testing.T) {
 		if !errors.As(err, &pe) || pe.File != "f.hujson" || pe.Line != tt.line || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParsePolicy(%q) = %v (line %d), want line %d and %q", tt.src, err, lineOf(pe), tt.line, tt.want)
 		}
+	}
+}
+
+// TestPolicyOpaque: an allow rule's "opaque" reaches the decisions it
+// makes and List.Rules; other rules' decisions are not opaque.
+func TestPolicyOpaque(t *testing.T) {
+	p, err := ParsePolicy("f.hujson", []byte(`{"rules": [
+		{"name": "pg", "allow": ["db.a.com:5432", "10.0.0.0/8:5432"], "opaque": true},
+		{"name": "web", "allow": ".a.com:443"},
+		{"deny": "admin.a.com"},
+	]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		host   string
+		port   uint16
+		allow  bool
+		opaque bool
+	}{
+		{"db.a.com", 5432, true, true},
+		{"10.1.2.3", 5432, true, true},
+		{"db.a.com", 443, true, false},
+		{"admin.a.com", 443, false, false},
+	} {
+		d := p.List.Check(tt.host, tt.port)
+		if d.Allow != tt.allow || d.Opaque != tt.opaque {
+			t.Errorf("Check(%s:%d) = allow %v opaque %v (%s), want %v %v", tt.host, tt.port, d.Allow, d.Opaque, d.Reason, tt.allow, tt.opaque)
+		}
+	}
+	var got []bool
+	for _, r := range p.List.Rules() {
+		got = append(got, r.Opaque)
+	}
+	if fmt.Sprint(got) != "[true true false false]" {
+		t.Errorf("Rules() opaque = %v, want [true true false false]", got)
 	}
 }
 
