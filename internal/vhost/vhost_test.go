@@ -1,0 +1,233 @@
+package vhost
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// allowA allows a.example and nothing else.
+func allowA(name string) error {
+	if strings.EqualFold(name, "a.example") {
+		return nil
+	}
+	return errors.New("not the tunnel's host a.example")
+}
+
+// clientHello is the first flight of a real crypto/tls client.
+func clientHello(t testing.TB, cfg *tls.Config) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	defer s.Close()
+	go func() {
+		tls.Client(c, cfg).Handshake()
+		c.Close()
+	}()
+	var out []byte
+	buf := make([]byte, 64<<10)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := s.Read(buf)
+		out = append(out, buf[:n]...)
+		got, d := New(Options{Check: func(string) error { return nil }, AllowECH: true}).Feed(out)
+		if d != nil {
+			t.Fatalf("the ClientHello: %v", d)
+		}
+		if len(got) == len(out) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading the ClientHello: %v (%d bytes)", err, len(out))
+		}
+	}
+}
+
+// echConfigList is an ECHConfigList (draft-ietf-tls-esni) with one
+// X25519 / HKDF-SHA256 / AES-128-GCM config whose public name is public.
+func echConfigList(t testing.TB, public string) []byte {
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u16 := func(b []byte, v int) []byte { return append(b, byte(v>>8), byte(v)) }
+	var c []byte
+	c = append(c, 7)   // config_id
+	c = u16(c, 0x0020) // DHKEM(X25519, HKDF-SHA256)
+	c = u16(c, 32)     // public key
+	c = append(c, key.PublicKey().Bytes()...)
+	c = u16(c, 4)      // cipher suites
+	c = u16(c, 0x0001) // HKDF-SHA256
+	c = u16(c, 0x0001) // AES-128-GCM
+	c = append(c, 64)  // maximum_name_length
+	c = append(c, byte(len(public)))
+	c = append(c, public...)
+	c = u16(c, 0) // extensions
+	cfg := u16(u16(nil, 0xfe0d), len(c))
+	cfg = append(cfg, c...)
+	return append(u16(nil, len(cfg)), cfg...)
+}
+
+type feedCase struct {
+	name   string
+	opts   Options
+	in     []byte
+	out    string // the bytes released; "" with pass means all of in
+	pass   bool   // all of in is released and nothing denied
+	proto  string
+	denied string // a substring of the denial, "" if none
+	reply  string // a prefix of the denial's Reply
+}
+
+func feedCases(t testing.TB) []feedCase {
+	helloA := clientHello(t, &tls.Config{ServerName: "a.example"})
+	helloB := clientHello(t, &tls.Config{ServerName: "admin.example"})
+	helloNone := clientHello(t, &tls.Config{InsecureSkipVerify: true})
+	helloECH := clientHello(t, &tls.Config{ServerName: "admin.example", EncryptedClientHelloConfigList: echConfigList(t, "a.example")})
+	const getA = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+	const getB = "GET /admin HTTP/1.1\r\nHost: admin.example\r\n\r\n"
+	alertName, alertDenied := string(alertUnrecognizedName), string(alertAccessDenied)
+	return []feedCase{
+		{name: "tls/allowed", in: append(helloA, "\x17\x03\x03\x00\x01x"...), pass: true, proto: ProtoTLS},
+		{name: "tls/other-sni", in: helloB, proto: ProtoTLS, denied: `TLS SNI "admin.example": not the tunnel's host`, reply: alertName},
+		{name: "tls/no-sni", in: helloNone, pass: true, proto: ProtoTLS},
+		{name: "tls/no-sni-strict", opts: Options{RequireName: true}, in: helloNone, proto: ProtoTLS, denied: "no SNI", reply: alertName},
+		{name: "tls/ech", in: helloECH, proto: ProtoTLS, denied: `TLS SNI "a.example": encrypted ClientHello (ECH)`, reply: alertDenied},
+		{name: "tls/ech-allowed", opts: Options{AllowECH: true}, in: helloECH, pass: true, proto: ProtoTLS},
+		{name: "tls/garbage", in: []byte("\x16\x03\x01\x00\x08\x01\x00\x00\x04abcd"), proto: ProtoTLS, denied: "malformed ClientHello", reply: alertDenied},
+		{name: "tls/not-hello", in: []byte("\x16\x03\x01\x00\x04\x02\x00\x00\x00"), proto: ProtoTLS, denied: "not a ClientHello", reply: alertDenied},
+		{name: "tls/alert-first", in: []byte("\x16\x03\x01\x00\x02\x01\x00\x15\x03\x03\x00\x02\x02\x28"), proto: ProtoTLS, denied: "malformed TLS record", reply: alertDenied},
+
+		{name: "http/allowed", in: []byte(getA), pass: true, proto: ProtoHTTP},
+		{name: "http/port-and-case", in: []byte("GET / HTTP/1.1\r\nhost: A.example:8080\r\n\r\n"), pass: true, proto: ProtoHTTP},
+		{name: "http/other-host", in: []byte(getB), proto: ProtoHTTP, denied: `HTTP Host "admin.example": not the tunnel's host`, reply: "HTTP/1.1 403 Forbidden\r\n"},
+		{name: "http/keep-alive-second", in: []byte(getA + getB), out: getA, proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/body-then-second", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello" + getB), out: "POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello", proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/body-hides-request", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 45\r\n\r\n" + getB), pass: true, proto: ProtoHTTP},
+		{name: "http/chunked-then-second", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n" + getB), out: "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/absolute-url", in: []byte("GET http://admin.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"), proto: ProtoHTTP, denied: `HTTP Host "admin.example"`},
+		{name: "http/absolute-url-userinfo", in: []byte("GET http://a.example@admin.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"), proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/two-hosts", in: []byte("GET / HTTP/1.1\r\nHost: a.example\r\nHost: admin.example\r\n\r\n"), proto: ProtoHTTP, denied: "more than one Host"},
+		{name: "http/no-host-1.1", in: []byte("GET / HTTP/1.1\r\n\r\n"), proto: ProtoHTTP, denied: "without a Host header"},
+		{name: "http/no-host-1.0", in: []byte("GET / HTTP/1.0\r\n\r\n"), pass: true, proto: ProtoHTTP},
+		{name: "http/no-host-1.0-strict", opts: Options{RequireName: true}, in: []byte("GET / HTTP/1.0\r\n\r\n"), proto: ProtoHTTP, denied: "without a Host"},
+		{name: "http/0.9", in: []byte("GET /\r\n"), pass: true, proto: ProtoHTTP},
+		{name: "http/0.9-strict", opts: Options{RequireName: true}, in: []byte("GET /\r\n"), proto: ProtoHTTP, denied: "HTTP/0.9"},
+		{name: "http/fold", in: []byte("GET / HTTP/1.1\r\nHost: a.example\r\nX: 1\r\n admin\r\n\r\n"), proto: ProtoHTTP, denied: "folded"},
+		{name: "http/space-before-colon", in: []byte("GET / HTTP/1.1\r\nHost : admin.example\r\n\r\n"), proto: ProtoHTTP, denied: "field name"},
+		{name: "http/bare-lf", in: []byte("GET / HTTP/1.1\nHost: admin.example\n\n"), proto: ProtoHTTP, denied: "bare LF"},
+		{name: "http/bare-cr", in: []byte("GET / HTTP/1.1\r\nHost: a.example\rX: y\r\n\r\n"), proto: ProtoHTTP, denied: "bare CR"},
+		{name: "http/double-space", in: []byte("GET  / HTTP/1.1\r\nHost: admin.example\r\n\r\n"), proto: ProtoHTTP, denied: "malformed request line"},
+		{name: "http/cl-and-te", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), proto: ProtoHTTP, denied: "both Content-Length"},
+		{name: "http/te-not-chunked", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), proto: ProtoHTTP, denied: "Transfer-Encoding"},
+		{name: "http/te-1.0", in: []byte("POST / HTTP/1.0\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n"), proto: ProtoHTTP, denied: "Transfer-Encoding"},
+		{name: "http/two-cl", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), proto: ProtoHTTP, denied: "differing Content-Length"},
+		{name: "http/cl-sign", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: +3\r\n\r\n"), proto: ProtoHTTP, denied: "malformed Content-Length"},
+		{name: "http/bad-chunk", in: []byte("POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), out: "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n", proto: ProtoHTTP, denied: "chunk size"},
+		{name: "http/connect-inside", in: []byte("CONNECT admin.example:443 HTTP/1.1\r\nHost: a.example\r\n\r\n"), proto: ProtoHTTP, denied: "CONNECT inside"},
+		{name: "http/version", in: []byte("GET / HTTP/1.2\r\nHost: a.example\r\n\r\n"), proto: ProtoHTTP, denied: "version"},
+		{name: "http/websocket", in: []byte("GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85abcdGET / HTTP/1.1\r\nHost: admin.example\r\n\r\n"), pass: true, proto: ProtoHTTP},
+		{name: "http/upgrade-refused", in: []byte("GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n\r\n" + getB), out: "GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n\r\n", proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/leading-crlf", in: []byte("\r\n" + getB), proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "http/unknown-method", in: []byte("FOO / HTTP/1.1\r\nHost: admin.example\r\n\r\n"), proto: ProtoHTTP, denied: `"admin.example"`},
+		{name: "h2c", in: []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), proto: ProtoH2C, denied: "h2c", reply: "HTTP/1.1 403"},
+
+		{name: "opaque/postgres", in: []byte("\x00\x00\x00\x08\x04\xd2\x16\x2f"), pass: true, proto: ProtoOpaque},
+		{name: "opaque/ssh", in: []byte("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n\x00\x00\x05\xdc"), pass: true, proto: ProtoOpaque},
+		{name: "opaque/redis", in: []byte("*1\r\n$4\r\nPING\r\n"), pass: true, proto: ProtoOpaque},
+	}
+}
+
+// TestFeed: each case fed whole and a byte at a time releases the same
+// bytes and reaches the same decision.
+func TestFeed(t *testing.T) {
+	for _, tc := range feedCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Check = allowA
+			for _, chunk := range []int{len(tc.in), 1, 7} {
+				s := New(tc.opts)
+				out, err := feedAll(s, tc.in, chunk)
+				want := tc.out
+				if tc.pass || (tc.out == "" && tc.denied == "") {
+					want = string(tc.in)
+				}
+				if tc.denied == "" {
+					if err != nil {
+						t.Fatalf("chunk %d: denied: %v", chunk, err)
+					}
+				} else {
+					var d *Denial
+					if !errors.As(err, &d) || !strings.Contains(d.Error(), tc.denied) {
+						t.Fatalf("chunk %d: err = %v, want a denial with %q", chunk, err, tc.denied)
+					}
+					if !bytes.HasPrefix(d.Reply, []byte(tc.reply)) {
+						t.Errorf("chunk %d: reply %q, want it to start %q", chunk, d.Reply, tc.reply)
+					}
+					if tc.pass {
+						t.Fatal("bad case: pass and denied")
+					}
+				}
+				if out != want {
+					t.Errorf("chunk %d: released %q, want %q", chunk, out, want)
+				}
+				if s.Proto() != tc.proto {
+					t.Errorf("chunk %d: Proto = %q, want %q", chunk, s.Proto(), tc.proto)
+				}
+			}
+		})
+	}
+}
+
+// feedAll feeds in, chunk bytes at a time, and returns what was released
+// and the first error.
+func feedAll(s *Stream, in []byte, chunk int) (string, error) {
+	var out []byte
+	for len(in) > 0 {
+		n := min(chunk, len(in))
+		b, err := s.Feed(in[:n])
+		out = append(out, b...)
+		if err != nil {
+			return string(out), err
+		}
+		in = in[n:]
+	}
+	return string(out), nil
+}
+
+// TestHold: nothing of an incomplete head is released, and a head
+// longer than MaxHold is refused.
+func TestHold(t *testing.T) {
+	s := New(Options{Check: allowA, MaxHold: 100})
+	if out, err := s.Feed([]byte("GET / HTTP/1.1\r\nHost: a.example\r\n")); len(out) != 0 || err != nil {
+		t.Fatalf("Feed(partial head) = %q, %v; want nothing held back", out, err)
+	}
+	_, err := s.Feed([]byte("X-Pad: " + strings.Repeat("x", 100) + "\r\n"))
+	var d *Denial
+	if !errors.As(err, &d) || !strings.Contains(d.Reason, "more than 100 bytes") {
+		t.Fatalf("Feed(long head) err = %v", err)
+	}
+	if out, err2 := s.Feed([]byte("\r\n")); len(out) != 0 || err2 != err {
+		t.Errorf("after a denial: Feed = %q, %v; want nothing and the same denial", out, err2)
+	}
+}
+
+// TestPassthroughNoCopy: once a tunnel passes, Feed returns p itself, and
+// a body that fits returns p too.
+func TestPassthroughNoCopy(t *testing.T) {
+	s := New(Options{Check: allowA})
+	s.Feed([]byte("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 100000\r\n\r\n"))
+	p := make([]byte, 32<<10)
+	if out, _ := s.Feed(p); &out[0] != &p[0] {
+		t.Error("a body chunk was copied")
+	}
+	s = New(Options{Check: allowA})
+	s.Feed([]byte("\x00\x00"))
+	if out, _ := s.Feed(p); &out[0] != &p[0] || !s.Passthrough() {
+		t.Error("an opaque stream's bytes were copied")
+	}
+}
