@@ -156,6 +156,11 @@ type Config struct {
 	// Allow, not both.
 	Policy *dnsfilter.Policy
 
+	// Tunnels configures the check of the TLS SNI and HTTP Host inside the
+	// proxy's and forwards' tunnels; the zero value checks (see
+	// TunnelPolicy).
+	Tunnels TunnelPolicy
+
 	// Proxy, if set, starts the local SOCKS5 + HTTP proxy. Nil: no proxy.
 	Proxy *ProxyConfig
 

@@ -153,6 +153,12 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 		}
 		fc.mu.Unlock()
 	}
+	// Tunnels carry what their client sends: the names inside are checked
+	// (vhost.go). The proxy's shared plain-http connections carry requests
+	// it checked one by one.
+	if o.protocol == ProtocolForward || o.req != nil && !o.req.Shared {
+		return c.inspect(fc, rec.Host, port, o.protocol == ProtocolForward), nil
+	}
 	return fc, nil
 }
 
@@ -292,6 +298,12 @@ func (fc *flowConn) CloseRead() error {
 
 func (fc *flowConn) Close() error { return fc.closeWith(nil) }
 
+func (fc *flowConn) isClosed() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.closed
+}
+
 // closeWith closes the connection, recording why when the connection
 // layer closes it, and writes its record. Only the first call does.
 func (fc *flowConn) closeWith(reason error) error {
@@ -304,6 +316,7 @@ func (fc *flowConn) closeWith(reason error) error {
 	if fc.timer != nil {
 		fc.timer.Stop()
 	}
+	r := fc.rec // under mu: a denial inside the tunnel writes it
 	fc.mu.Unlock()
 	err := fc.Conn.Close()
 	f := fc.f
@@ -317,7 +330,6 @@ func (fc *flowConn) closeWith(reason error) error {
 	f.mu.Unlock()
 	<-f.slots
 	if fc.audit {
-		r := fc.rec
 		r.BytesUp, r.BytesDown = up, down
 		switch {
 		case reason != nil:

@@ -175,6 +175,10 @@ type hcRow struct {
 	allow     int    // requests that must reach hweb:80, one connection each; nothing else may be reached
 	deny      int    // policy denials it causes (SOCKS5 0x02, HTTP 403): audit decision "deny"
 	rule      string // what those audit lines must name as the rule, or as the reason when no rule decided (hcIsReason)
+	// inside: of the denials, those made inside a tunnel to hweb (the SNI
+	// and Host check, vhost.go): the tunnel was dialed, so hweb saw a
+	// connection (and no byte), and the record has hweb as resolved.
+	inside int
 	// run does the exchange and checks the answer. It returns the client
 	// addresses it used, by which the audit lines are found.
 	run func(t *testing.T, h *hcNet) []string
@@ -760,15 +764,18 @@ func (h *hcNet) corpus(t *testing.T) []hcRow {
 	b.httpRow(hp, "TLS to the proxy", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "~use http:// in the proxy URL", "")
 	b.httpRow(hp, "stalled request header", "CONNECT hsecret:80 HTTP/1.1\r\nHost: hsecret", 0, "", "")
 	b.httpRow(hp, "lower-case connect (not CONNECT)", req("connect hsecret:80 HTTP/1.1", hostWeb), 400, "tsconnect: this is an HTTP proxy, not a web server", "")
-	// Bytes after a granted CONNECT header belong to the tunnel: a second
-	// CONNECT to hsecret is delivered to hweb as data (hweb's server, which
-	// answers any method, says so), never acted on by the proxy.
-	b.add(hcRow{cat: hp, name: "CONNECT hweb, then CONNECT hsecret inside the tunnel", allow: 1,
+	// Bytes after a granted CONNECT header belong to the tunnel, never
+	// acted on by the proxy: a second CONNECT, to hsecret, is what the
+	// tunnel carries, and the check inside tunnels refuses it (hweb's
+	// server, which answers any method, would have answered it).
+	b.add(hcRow{cat: hp, name: "CONNECT hweb, then CONNECT hsecret inside the tunnel", deny: 1, inside: 1, rule: "CONNECT inside a tunnel",
 		run: func(t *testing.T, h *hcNet) []string {
 			raw := req("CONNECT hweb:80 HTTP/1.1", "Host: hsecret:80") + req("CONNECT hsecret:80 HTTP/1.1", "Host: hsecret:80")
 			rs, client := h.httpExchange(t, raw, 1)
-			if rs[0].status != 200 || rs[0].body != "hello from hweb host=hsecret:80 uri=hsecret:80" {
-				t.Errorf("got %d %q, want hweb's answer to the inner CONNECT", rs[0].status, rs[0].body)
+			// status is the proxy's 200 to the outer CONNECT; the body, the
+			// connector's 403 to the inner one.
+			if rs[0].status != 200 || rs[0].body != "tsconnect: HTTP: CONNECT inside a tunnel\n" {
+				t.Errorf("got %d %q, want the connector's 403 for a CONNECT inside the tunnel", rs[0].status, rs[0].body)
 			}
 			return []string{client}
 		}})
@@ -895,7 +902,7 @@ func TestHostileCorpus(t *testing.T) {
 	perCat := map[string]int{}
 	catAllow, catDeny := map[string]int{}, map[string]int{}
 	var cats []string
-	wantAllow, wantDeny := 0, 0
+	wantAllow, wantDeny, wantInside := 0, 0, 0
 	for i, r := range rows {
 		if perCat[r.cat] == 0 {
 			cats = append(cats, r.cat)
@@ -904,15 +911,22 @@ func TestHostileCorpus(t *testing.T) {
 		catAllow[r.cat] += r.allow
 		catDeny[r.cat] += r.deny
 		wantAllow += r.allow
+		wantInside += r.inside
 		wantDeny += r.deny
 		t.Run(r.cat+"/"+r.name, func(t *testing.T) {
 			pre := h.snapshot()
 			clients[i] = r.run(t, h)
 			post := h.snapshot()
+			// A tunnel refused inside is closed at once: hweb may accept
+			// it after the client has its answer.
+			for deadline := time.Now().Add(5 * time.Second); r.inside > 0 && post["hweb:80"] < pre["hweb:80"]+int64(r.allow+r.inside) && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+				post = h.snapshot()
+			}
 			for k, n := range post {
 				want := pre[k]
 				if k == "hweb:80" {
-					want += int64(r.allow)
+					want += int64(r.allow + r.inside)
 				}
 				if n != want {
 					t.Errorf("%s saw %d connections, want %d", k, n-pre[k], want-pre[k])
@@ -928,7 +942,7 @@ func TestHostileCorpus(t *testing.T) {
 	for k, n := range after {
 		want := before[k]
 		if k == "hweb:80" {
-			want += int64(wantAllow)
+			want += int64(wantAllow + wantInside)
 		}
 		if n != want {
 			t.Errorf("over the corpus, %s saw %d connections, want %d", k, n-before[k], want-before[k])
@@ -938,18 +952,20 @@ func TestHostileCorpus(t *testing.T) {
 		t.Error("no allowed request got through: the zero counts prove nothing")
 	}
 
-	// The proxy counted each allowed request and each policy denial once.
+	// The proxy counted each allowed request and each policy denial once;
+	// a tunnel refused inside is one the proxy allowed.
 	deadline := time.Now().Add(10 * time.Second)
 	var st = h.c.ProxyStats()
+	pAllow, pDeny := int64(wantAllow+wantInside), int64(wantDeny-wantInside)
 	for time.Now().Before(deadline) {
 		st = h.c.ProxyStats()
-		if st.Allowed-stats0.Allowed == int64(wantAllow) && st.Denied-stats0.Denied == int64(wantDeny) && st.Active == 0 {
+		if st.Allowed-stats0.Allowed == pAllow && st.Denied-stats0.Denied == pDeny && st.Active == 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if st.Allowed-stats0.Allowed != int64(wantAllow) || st.Denied-stats0.Denied != int64(wantDeny) {
-		t.Errorf("proxy stats: %d allowed, %d denied; want %d and %d", st.Allowed-stats0.Allowed, st.Denied-stats0.Denied, wantAllow, wantDeny)
+	if st.Allowed-stats0.Allowed != pAllow || st.Denied-stats0.Denied != pDeny {
+		t.Errorf("proxy stats: %d allowed, %d denied; want %d and %d", st.Allowed-stats0.Allowed, st.Denied-stats0.Denied, pAllow, pDeny)
 	}
 
 	// Every row's connections have audit lines; only allowed requests have
@@ -1000,6 +1016,12 @@ func TestHostileCorpus(t *testing.T) {
 					}
 				case "deny":
 					deny++
+					if r.inside > 0 {
+						if rule != "" || reason != r.rule || !strings.HasPrefix(resolved, webAddrs[0]) && !strings.HasPrefix(resolved, webAddrs[1]) {
+							t.Errorf("%s/%s: audit deny %v, want reason %q, no rule, resolved hweb", r.cat, r.name, rec, r.rule)
+						}
+						continue
+					}
 					if hcIsReason(r.rule) && (rule != "" || reason != r.rule) {
 						t.Errorf("%s/%s: audit deny names rule %q, reason %q; want no rule, reason %q", r.cat, r.name, rule, reason, r.rule)
 					} else if !hcIsReason(r.rule) && rule != r.rule {

@@ -26,7 +26,12 @@ import (
 	"github.com/tsconnect/tsconnect/internal/vaulttest"
 )
 
-func TestMain(m *testing.M) { tailnettest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("E2E_PIPELINE") != "" {
+		os.Exit(pipelineClient()) // TestVhostTunnels's client, inside tsconnect run
+	}
+	tailnettest.Main(m)
+}
 
 // The policy of the background reading: the sandbox tag may reach web on
 // 80/443 and the database on 5432; everything else is denied.

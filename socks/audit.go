@@ -10,18 +10,20 @@ import (
 // client connection (or, for plain-http forwarding, a request) ends. The
 // connector writes them as JSON lines, with these names.
 type AuditRecord struct {
-	Time       string `json:"time"`             // start, RFC 3339 with nanoseconds
-	Client     string `json:"client"`           // client ip:port
-	Protocol   string `json:"protocol"`         // "socks5", "http-connect" or "http"; "socks4" and "unknown" for refused or silent clients
-	Host       string `json:"host"`             // requested host, after Expand ("" if the request never got that far)
-	Port       uint16 `json:"port"`             // requested port
-	Resolved   string `json:"resolved"`         // the dialed connection's remote address, "" if none
-	Decision   string `json:"decision"`         // "allow", "deny" or "error"
-	Rule       string `json:"rule"`             // the policy rule that decided a denial ("" if none did), or "proxy-auth"
-	Reason     string `json:"reason,omitempty"` // why a denial: "no rule matches", "port 22 not in 443", "malformed host name", …
-	BytesUp    int64  `json:"bytes_up"`         // client to target payload bytes
-	BytesDown  int64  `json:"bytes_down"`       // target to client payload bytes
-	DurationMS int64  `json:"duration_ms"`      // from Time to the end
+	Time       string `json:"time"`                // start, RFC 3339 with nanoseconds
+	Client     string `json:"client"`              // client ip:port
+	Protocol   string `json:"protocol"`            // "socks5", "http-connect" or "http"; "socks4" and "unknown" for refused or silent clients
+	Host       string `json:"host"`                // requested host, after Expand ("" if the request never got that far)
+	Port       uint16 `json:"port"`                // requested port
+	Resolved   string `json:"resolved"`            // the dialed connection's remote address, "" if none
+	Decision   string `json:"decision"`            // "allow", "deny" or "error"
+	Rule       string `json:"rule"`                // the policy rule that decided a denial ("" if none did), or "proxy-auth"
+	Reason     string `json:"reason,omitempty"`    // why a denial: "no rule matches", "port 22 not in 443", "malformed host name", …
+	SNI        string `json:"sni,omitempty"`       // a tunnel's TLS SNI, when the connector refused it
+	HTTPHost   string `json:"http_host,omitempty"` // an HTTP Host (or absolute URL host) inside a tunnel, when the connector refused it
+	BytesUp    int64  `json:"bytes_up"`            // client to target payload bytes
+	BytesDown  int64  `json:"bytes_down"`          // target to client payload bytes
+	DurationMS int64  `json:"duration_ms"`         // from Time to the end
 	Error      string `json:"error,omitempty"`
 }
 

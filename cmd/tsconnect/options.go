@@ -236,6 +236,7 @@ type proxyOpts struct {
 	forwards     listFlag
 	metrics      string
 	metricsLn    net.Listener // bound by apply, before joining
+	tunnels      connector.TunnelPolicy
 }
 
 func addProxyFlags(fs *flagSet) *proxyOpts {
@@ -246,6 +247,10 @@ func addProxyFlags(fs *flagSet) *proxyOpts {
 	fs.StringVar(&o.auditLog, "audit-log", "", "append one JSON line per connection (proxied, forwarded) to `file` (- for stderr)")
 	fs.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this loopback `address`\n(also on the control socket of 'up')")
 	fs.Var(&o.forwards, "forward", "`LOCAL=REMOTE`: listen on LOCAL (a loopback host:port, or a port) and\nforward each connection to REMOTE host:port through the tailnet,\nallowlist applied (a REMOTE it denies is refused at startup, exit 2);\nrepeatable. Example: 5432=db:5432")
+	fs.BoolVar(&o.tunnels.Opaque, "opaque-tunnels", false, "do not check the TLS SNI and HTTP Host inside tunnels: a tunnel allowed to\none name may then reach any vhost of the reverse proxy behind it\n(a policy rule's \"opaque\" does this for that rule alone)")
+	fs.BoolVar(&o.tunnels.SameAddress, "same-address-vhosts", false, "let a tunnel carry another allowed name (SNI, Host) that resolves to the\naddress it reached; default: only the name it was opened for")
+	fs.BoolVar(&o.tunnels.RequireName, "require-sni", false, "refuse a TLS ClientHello without an SNI and an HTTP request without a\nHost inside tunnels (a reverse proxy sends them to its default vhost)")
+	fs.BoolVar(&o.tunnels.AllowECH, "allow-ech", false, "let an encrypted ClientHello (ECH, which hides the real name) through,\nits outer SNI checked; Chromium sends one to every server")
 	fs.section("Proxy and forwards")
 	return o
 }
@@ -274,6 +279,7 @@ func (o *proxyOpts) apply(sub string, cfg *connector.Config, sio stdio) ([]forwa
 		}
 	}
 	cfg.Proxy = pc
+	cfg.Tunnels = o.tunnels
 	return fwds, closer, nil
 }
 

@@ -56,6 +56,8 @@ type Denial struct {
 	// TLS alert (unrecognized_name for a name Check refused, access_denied
 	// otherwise) or an HTTP/1.1 403 response that closes the connection.
 	Reply []byte
+	// Cause is Options.Check's error when it refused the name, else nil.
+	Cause error
 }
 
 func (d *Denial) Error() string {
@@ -106,6 +108,8 @@ type Stream struct {
 	off   int
 	n     int64 // stBody, stChunkData: bytes left
 	after state // the state after the body: stHead, or stAfterUp
+	early int   // bytes at the front of buf[off:] released by Release
+	eager bool  // Release was called: first-line bytes go out as they come
 	err   *Denial
 }
 
@@ -157,6 +161,7 @@ func (s *Stream) Feed(p []byte) ([]byte, error) {
 		s.off = 0
 	}
 	s.buf = append(s.buf, p...)
+	start := s.off + s.early
 	var d *Denial
 	for d == nil {
 		rest := s.buf[s.off:]
@@ -173,12 +178,42 @@ func (s *Stream) Feed(p []byte) ([]byte, error) {
 		}
 		s.off += used
 	}
-	out := s.buf[:s.off]
+	var out []byte
+	switch {
+	case s.off >= start:
+		out, s.early = s.buf[start:s.off], 0
+	case d == nil && s.eager && s.st == stFirst:
+		out, s.early = s.buf[start:], len(s.buf)-s.off
+	default:
+		s.early = start - s.off
+	}
 	if d != nil {
 		s.st, s.err = stDenied, d
 		return out, d
 	}
 	return out, nil
+}
+
+// Undecided reports whether the Stream holds the start of a first line it
+// cannot classify yet: bytes Release would hand out.
+func (s *Stream) Undecided() bool { return s.st == stFirst && len(s.buf)-s.off > s.early }
+
+// Release hands out the held bytes of an unfinished first line, and from
+// then on releases such bytes as they come: for a protocol whose client
+// sends a few token characters and waits (a prompt, a keystroke), which
+// would otherwise wait for a line end forever. It is safe because no
+// server acts on a request line before its end, and the line, once
+// complete, is classified and checked as ever; but the target then has
+// seen those bytes of a request that may yet be refused. Release returns
+// nil in any other state.
+func (s *Stream) Release() []byte {
+	if s.st != stFirst {
+		return nil
+	}
+	s.eager = true
+	out := s.buf[s.off+s.early:]
+	s.early = len(s.buf) - s.off
+	return out
 }
 
 func (s *Stream) waitingFor() string {
@@ -288,7 +323,9 @@ func (s *Stream) deny(name, reason string, refused bool) *Denial {
 // check asks Options.Check about name.
 func (s *Stream) check(name string) *Denial {
 	if err := s.o.Check(name); err != nil {
-		return s.deny(name, err.Error(), true)
+		d := s.deny(name, err.Error(), true)
+		d.Cause = err
+		return d
 	}
 	return nil
 }

@@ -231,3 +231,35 @@ func TestPassthroughNoCopy(t *testing.T) {
 		t.Error("an opaque stream's bytes were copied")
 	}
 }
+
+// TestRelease: a first line without its end can be released (a client
+// that types and waits); it is still checked once it ends.
+func TestRelease(t *testing.T) {
+	s := New(Options{Check: allowA})
+	if out, err := s.Feed([]byte("x")); len(out) != 0 || err != nil || !s.Undecided() {
+		t.Fatalf("Feed(x) = %q, %v, undecided %v", out, err, s.Undecided())
+	}
+	if out := s.Release(); string(out) != "x" {
+		t.Fatalf("Release = %q, want x", out)
+	}
+	if out, err := s.Feed([]byte("y")); string(out) != "y" || err != nil {
+		t.Fatalf("Feed(y) after Release = %q, %v; want it released at once", out, err)
+	}
+	out, err := s.Feed([]byte(" / HTTP/1.1\r\nHost: admin.example\r\n\r\n"))
+	var d *Denial
+	if len(out) != 0 || !errors.As(err, &d) || d.Name != "admin.example" {
+		t.Fatalf("the line's end: %q, %v; want nothing more released and a denial for admin.example", out, err)
+	}
+
+	s = New(Options{Check: allowA})
+	s.Feed([]byte("hel"))
+	s.Release()
+	if out, err := s.Feed([]byte("lo\r\n")); string(out) != "lo\r\n" || err != nil || !s.Passthrough() {
+		t.Errorf("after Release, the line's end = %q, %v, passthrough %v; want it released, opaque", out, err, s.Passthrough())
+	}
+	s = New(Options{Check: allowA})
+	s.Feed([]byte("GET / HTTP/1.1\r\n"))
+	if s.Undecided() || s.Release() != nil {
+		t.Error("a complete request line is released by Release")
+	}
+}

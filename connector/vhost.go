@@ -1,0 +1,305 @@
+package connector
+
+// The check inside tunnels. A reverse proxy (nginx, Caddy, Traefik, an
+// ingress) serves many names on one address and routes by TLS SNI and
+// HTTP Host, so a tunnel allowed to one name would otherwise reach them
+// all. A tunnel the proxy or a forward opens to an allowed name is
+// dialed as before; then what the client sends first passes through
+// internal/vhost before any of it is written to the target: a ClientHello
+// whose SNI, or an HTTP request whose Host, names another host is refused
+// — the client gets a TLS alert or a 403, the target a closed connection
+// that carried none of the refused bytes, the audit log a deny record
+// with the name seen.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tsconnect/tsconnect/internal/vhost"
+	"github.com/tsconnect/tsconnect/socks"
+)
+
+// TunnelPolicy configures the check of the names inside tunnels
+// (Config.Tunnels). The zero value checks: a tunnel opened to a name by
+// the proxy (SOCKS5 or HTTP CONNECT) or a forward carries TLS only with
+// that name's SNI, or none, and HTTP/1.x only with requests whose Host
+// (and absolute URL) is that name; HTTP/2 without TLS (h2c) and an
+// encrypted ClientHello (ECH) are refused, since the name they are for
+// cannot be seen; other protocols pass untouched. A tunnel to an IP
+// address allowed by a CIDR rule may carry any name the allowlist allows
+// on its port. Connector.Dial and HTTPClient are not inspected (their
+// caller is the program itself), nor is anything when there is no
+// allowlist.
+type TunnelPolicy struct {
+	// Opaque turns the check off: tunnels carry whatever the client sends,
+	// as before this check existed. A policy rule's "opaque" does the same
+	// for the tunnels that rule allows.
+	Opaque bool
+
+	// SameAddress also lets a tunnel carry another name the allowlist
+	// allows on the same port, when that name resolves to the address the
+	// tunnel reached (two allowed vhosts behind one reverse proxy).
+	SameAddress bool
+
+	// RequireName refuses a ClientHello without an SNI and an HTTP request
+	// without a Host (HTTP/1.0, 0.9): a reverse proxy sends those to its
+	// default vhost.
+	RequireName bool
+
+	// AllowECH lets an encrypted ClientHello through, its outer SNI
+	// checked (Chromium sends a GREASE one to every server).
+	AllowECH bool
+}
+
+// A tunnelRefusal is the check's answer for a name it refuses.
+type tunnelRefusal struct {
+	rule   string // the deny rule, or ""
+	reason string
+}
+
+func (e *tunnelRefusal) Error() string { return e.reason }
+
+// inspect wraps fc, a tunnel to host (canonical) on port, in the check,
+// unless it is off for it. forward: the client is a local forward's, which
+// names localhost or a loopback address for want of the real name.
+func (c *Connector) inspect(fc *flowConn, host string, port uint16, forward bool) net.Conn {
+	tp := c.cfg.Tunnels
+	if tp.Opaque || c.cfg.Allow.Empty() || c.Check(host, port).Opaque {
+		return fc
+	}
+	ic := &inspectConn{Conn: fc, fc: fc, clientDone: make(chan struct{}), denied: make(chan struct{})}
+	_, ipErr := netip.ParseAddr(host)
+	dialed := netip.Addr{}
+	if ap, err := netip.ParseAddrPort(fc.RemoteAddr().String()); err == nil {
+		dialed = ap.Addr().Unmap()
+	}
+	ic.s = vhost.New(vhost.Options{
+		RequireName: tp.RequireName,
+		AllowECH:    tp.AllowECH,
+		Check: func(name string) error {
+			return c.checkInside(name, host, port, ipErr == nil, dialed, forward)
+		},
+	})
+	return ic
+}
+
+// checkInside decides a name seen inside a tunnel to host:port.
+func (c *Connector) checkInside(name, host string, port uint16, toIP bool, dialed netip.Addr, forward bool) error {
+	if forward && isLoopbackName(name) {
+		return nil // the forward's own address: the client knows no other
+	}
+	d := c.Check(name, port)
+	if d.Allow && d.Host == host {
+		return nil
+	}
+	if !d.Allow {
+		seen := d.Host
+		if seen == "" {
+			seen = name
+		}
+		return &tunnelRefusal{rule: d.Rule, reason: fmt.Sprintf("the tunnel is for %s; %s is not allowed (%s)", host, seen, d.Reason)}
+	}
+	if toIP {
+		return nil // an address allowed by a CIDR rule: any allowed name
+	}
+	if c.cfg.Tunnels.SameAddress && dialed.IsValid() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ips, err := c.Resolve(ctx, d.Host)
+		cancel()
+		if err == nil {
+			for _, ip := range ips {
+				if ip.Unmap() == dialed {
+					return nil
+				}
+			}
+		}
+	}
+	return &tunnelRefusal{reason: fmt.Sprintf("the tunnel is for %s, not %s: open a tunnel to %s itself", host, d.Host, d.Host)}
+}
+
+// isLoopbackName reports whether name is localhost or a loopback address.
+func isLoopbackName(name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(name)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// holdFirstLine is how long a tunnel holds the start of a first line it
+// cannot classify yet (no line end) before releasing it: a client that
+// sends a keystroke or a prompt and waits gets it through, one delay per
+// tunnel; an HTTP client sends its request line whole and never waits.
+const holdFirstLine = 20 * time.Millisecond
+
+// lingerAfterDenial bounds how long a refused tunnel waits, after its
+// reply, for the client to close; and how long the target of a tunnel
+// refused in mid-stream (a second request) has to finish answering the
+// requests before it.
+const lingerAfterDenial = 5 * time.Second
+
+// inspectConn is a tunnel's target connection with the check on what the
+// client writes. Writes go through the vhost.Stream; once it passes, they
+// go straight to the flowConn. On a denial, the target gets nothing more
+// (and is closed, or half-closed if earlier requests were forwarded), and
+// Read hands the proxy the target's remaining answer, then the denial's
+// reply, then EOF once the client has closed its side (or an error after
+// lingerAfterDenial, which makes the splice close the client).
+type inspectConn struct {
+	net.Conn
+	fc *flowConn
+
+	mu sync.Mutex    // guards s, wrote, hold: Write and the hold timer
+	s  *vhost.Stream // nil once the stream passes or is refused
+	// wrote: bytes were forwarded, so the target may still be answering.
+	wrote bool
+	hold  *time.Timer // releases an unfinished first line (holdFirstLine)
+
+	once       sync.Once
+	denied     chan struct{} // closed on a denial; reply is set before
+	reply      []byte        // what Read returns after the target's end
+	clientDone chan struct{} // closed by CloseWrite or Close
+	doneOnce   sync.Once
+}
+
+func (ic *inspectConn) Write(p []byte) (int, error) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.s == nil {
+		select {
+		case <-ic.denied:
+			return len(p), nil // refused: discarded
+		default:
+			return ic.Conn.Write(p)
+		}
+	}
+	out, err := ic.s.Feed(p)
+	if len(out) > 0 {
+		if _, werr := ic.Conn.Write(out); werr != nil {
+			return 0, werr
+		}
+		ic.wrote = true
+	}
+	var d *vhost.Denial
+	switch {
+	case errors.As(err, &d):
+		ic.s = nil
+		ic.deny(d)
+	case ic.s.Passthrough():
+		ic.s = nil
+	case ic.s.Undecided() && ic.hold == nil:
+		ic.hold = time.AfterFunc(holdFirstLine, ic.release)
+	}
+	return len(p), nil
+}
+
+// release writes what Stream.Release hands out: on the hold timer, and
+// when the client half-closes.
+func (ic *inspectConn) release() {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.s == nil {
+		return
+	}
+	if out := ic.s.Release(); len(out) > 0 {
+		ic.Conn.Write(out) // an error shows on the next Write or Read
+		ic.wrote = true
+	}
+}
+
+// deny records d in the audit record and ends the target's part.
+func (ic *inspectConn) deny(d *vhost.Denial) {
+	var rule string
+	var tr *tunnelRefusal
+	ic.fc.mu.Lock()
+	rec := &ic.fc.rec
+	rec.Decision = socks.DecisionDeny
+	rec.Reason = d.Reason
+	if errors.As(d.Cause, &tr) {
+		rule = tr.rule
+	}
+	rec.Rule = rule
+	rec.Error = "refused inside the tunnel: " + d.Error()
+	switch d.Proto {
+	case vhost.ProtoTLS:
+		rec.SNI = d.Name
+	case vhost.ProtoHTTP:
+		rec.HTTPHost = d.Name
+	}
+	ic.fc.mu.Unlock()
+	ic.reply = d.Reply
+	close(ic.denied)
+	if !ic.wrote {
+		ic.fc.Close()
+		return
+	}
+	ic.fc.CloseWrite()
+	time.AfterFunc(lingerAfterDenial, func() { ic.fc.Close() })
+}
+
+func (ic *inspectConn) Read(p []byte) (int, error) {
+	select {
+	case <-ic.denied:
+		if ic.fc.isClosed() {
+			return ic.readReply(p)
+		}
+	default:
+	}
+	n, err := ic.Conn.Read(p)
+	if err != nil {
+		select {
+		case <-ic.denied:
+			if n > 0 {
+				return n, nil
+			}
+			ic.fc.Close()
+			return ic.readReply(p)
+		default:
+		}
+	}
+	return n, err
+}
+
+// readReply returns the denial's reply, then waits for the client's end.
+func (ic *inspectConn) readReply(p []byte) (int, error) {
+	if len(ic.reply) > 0 {
+		n := copy(p, ic.reply)
+		ic.reply = ic.reply[n:]
+		return n, nil
+	}
+	select {
+	case <-ic.clientDone:
+		return 0, io.EOF
+	case <-time.After(lingerAfterDenial):
+		return 0, errors.New("refused inside the tunnel; the client did not close")
+	}
+}
+
+func (ic *inspectConn) CloseWrite() error {
+	select {
+	case <-ic.denied:
+		ic.doneOnce.Do(func() { close(ic.clientDone) })
+		return nil
+	default:
+		ic.release() // the client will send no line end: what it sent goes
+		return ic.fc.CloseWrite()
+	}
+}
+
+func (ic *inspectConn) Close() error {
+	ic.doneOnce.Do(func() { close(ic.clientDone) })
+	ic.mu.Lock()
+	if ic.hold != nil {
+		ic.hold.Stop()
+	}
+	ic.mu.Unlock()
+	return ic.fc.Close()
+}
