@@ -134,12 +134,6 @@ func isLoopbackName(name string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-// holdFirstLine is how long a tunnel holds the start of a first line it
-// cannot classify yet (no line end) before releasing it: a client that
-// sends a keystroke or a prompt and waits gets it through, one delay per
-// tunnel; an HTTP client sends its request line whole and never waits.
-const holdFirstLine = 20 * time.Millisecond
-
 // lingerAfterDenial bounds how long a refused tunnel waits, after its
 // reply, for the client to close; and how long the target of a tunnel
 // refused in mid-stream (a second request) has to finish answering the
@@ -157,11 +151,9 @@ type inspectConn struct {
 	net.Conn
 	fc *flowConn
 
-	mu sync.Mutex    // guards s, wrote, hold: Write and the hold timer
-	s  *vhost.Stream // nil once the stream passes or is refused
+	s *vhost.Stream // nil once the stream passes or is refused; Write's alone
 	// wrote: bytes were forwarded, so the target may still be answering.
 	wrote bool
-	hold  *time.Timer // releases an unfinished first line (holdFirstLine)
 
 	once       sync.Once
 	denied     chan struct{} // closed on a denial; reply is set before
@@ -171,8 +163,6 @@ type inspectConn struct {
 }
 
 func (ic *inspectConn) Write(p []byte) (int, error) {
-	ic.mu.Lock()
-	defer ic.mu.Unlock()
 	if ic.s == nil {
 		select {
 		case <-ic.denied:
@@ -195,24 +185,8 @@ func (ic *inspectConn) Write(p []byte) (int, error) {
 		ic.deny(d)
 	case ic.s.Passthrough():
 		ic.s = nil
-	case ic.s.Undecided() && ic.hold == nil:
-		ic.hold = time.AfterFunc(holdFirstLine, ic.release)
 	}
 	return len(p), nil
-}
-
-// release writes what Stream.Release hands out: on the hold timer, and
-// when the client half-closes.
-func (ic *inspectConn) release() {
-	ic.mu.Lock()
-	defer ic.mu.Unlock()
-	if ic.s == nil {
-		return
-	}
-	if out := ic.s.Release(); len(out) > 0 {
-		ic.Conn.Write(out) // an error shows on the next Write or Read
-		ic.wrote = true
-	}
 }
 
 // deny records d in the audit record and ends the target's part.
@@ -289,17 +263,11 @@ func (ic *inspectConn) CloseWrite() error {
 		ic.doneOnce.Do(func() { close(ic.clientDone) })
 		return nil
 	default:
-		ic.release() // the client will send no line end: what it sent goes
 		return ic.fc.CloseWrite()
 	}
 }
 
 func (ic *inspectConn) Close() error {
 	ic.doneOnce.Do(func() { close(ic.clientDone) })
-	ic.mu.Lock()
-	if ic.hold != nil {
-		ic.hold.Stop()
-	}
-	ic.mu.Unlock()
 	return ic.fc.Close()
 }

@@ -29,6 +29,7 @@ var (
 	flagProfileTime  = flag.Duration("profile-time", 0, "length of each CPU profile (default 10s)")
 	flagVerify       = flag.Bool("verify", false, "check every downloaded byte (costs client CPU)")
 	flagOut          = flag.String("out", "", "also write the report (markdown) to this file")
+	flagTSFlags      = flag.String("tsconnect-flags", "", "space-separated flags added to the tsconnect columns' command (e.g. --opaque-tunnels)")
 )
 
 // TestSmoke runs every column with tiny sizes and checks that each
@@ -93,6 +94,7 @@ func TestBench(t *testing.T) {
 	setIf(&cfg.ProfileDir, *flagProfile)
 	setIf(&cfg.ProfileTime, *flagProfileTime)
 	cfg.Verify = *flagVerify
+	cfg.TSFlags = strings.Fields(*flagTSFlags)
 	if *flagColumns != "" {
 		cfg.Columns = strings.Split(*flagColumns, ",")
 	}

@@ -12,7 +12,8 @@
 //
 // Flags after the package set the sizes (-bulk MiB, -bulk-reps, -conns,
 // -concurrent, -hold, -idle, -teardown-wait, -columns, -tsconnect
-// auto|cmd|standin, -out file); -profile DIR also takes CPU, heap and
+// auto|cmd|standin, -tsconnect-flags "--opaque-tunnels" for more flags of
+// the tsconnect columns' command, -out file); -profile DIR also takes CPU, heap and
 // allocation profiles of the stand-in and of tailscaled under load, for
 // `go tool pprof`. TSCONNECT_BENCH=1 is the same as -full. Without it,
 // TestBench skips, and TestSmoke runs every column with tiny sizes and

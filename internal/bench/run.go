@@ -51,6 +51,7 @@ type Config struct {
 	Verify       bool          // check every downloaded byte against the pattern
 	Columns      []string      // which columns, in order; nil: AllColumns
 	TSConnect    string        // TSConnectAuto, TSConnectCmd or TSConnectStandin
+	TSFlags      []string      // more flags for the tsconnect columns' processes (e.g. --opaque-tunnels)
 	ProfileDir   string        // if set, profile the stand-in and tailscaled into it (see profile.go)
 	ProfileTime  time.Duration // length of each CPU profile
 	AllowBench   bool          // run dnsfilter's BenchmarkCheck for the allowlist row
@@ -354,7 +355,7 @@ func (r *runner) procColumn(ctx context.Context, res *Result) {
 	if strings.HasPrefix(res.Column, "tsconnect") {
 		// The allowlist names exactly the bench server: the policy check runs
 		// on every connection, as in real use.
-		p, err = startTSConnect(r.tsconnect, dir, r.ctl.URL, key, socks, name, r.target, nil)
+		p, err = startTSConnect(r.tsconnect, dir, r.ctl.URL, key, socks, name, r.target, nil, r.cfg.TSFlags...)
 		dial = socks5Dialer(socks, r.target)
 		if res.Column == ColTSConnectCONNECT {
 			dial = connectDialer(socks, r.target) // one port serves both

@@ -108,8 +108,7 @@ type Stream struct {
 	off   int
 	n     int64 // stBody, stChunkData: bytes left
 	after state // the state after the body: stHead, or stAfterUp
-	early int   // bytes at the front of buf[off:] released by Release
-	eager bool  // Release was called: first-line bytes go out as they come
+	early int   // bytes at the front of buf[off:] released before they were classified
 	err   *Denial
 }
 
@@ -131,7 +130,9 @@ func (s *Stream) Proto() string { return s.proto }
 
 // Feed takes the next bytes the client sent and returns those that may be
 // forwarded now, in order: a prefix of everything fed and not yet
-// returned. Bytes it holds come out of a later call. The returned slice
+// returned. Bytes it holds (a ClientHello, a request head until its end
+// is checked) come out of a later call; the start of a first line is
+// released before its end, as nothing can act on it. The returned slice
 // may be p itself or a buffer of the Stream's, valid until the next call.
 // When the stream is denied, Feed returns the bytes allowed before the
 // denied part and a *Denial, and every later call returns the same
@@ -180,10 +181,16 @@ func (s *Stream) Feed(p []byte) ([]byte, error) {
 	}
 	var out []byte
 	switch {
+	case d == nil && s.st == stFirst:
+		// The start of a first line without its end goes out as it comes
+		// (a client that sends a keystroke or a prompt and waits would
+		// otherwise wait forever). No server acts on a line before its
+		// end, and the line, once complete, is classified and checked as
+		// ever; only a client that sends a request line in pieces lets
+		// the target see those pieces of a request that is then refused.
+		out, s.early = s.buf[start:], len(s.buf)-s.off
 	case s.off >= start:
 		out, s.early = s.buf[start:s.off], 0
-	case d == nil && s.eager && s.st == stFirst:
-		out, s.early = s.buf[start:], len(s.buf)-s.off
 	default:
 		s.early = start - s.off
 	}
@@ -192,28 +199,6 @@ func (s *Stream) Feed(p []byte) ([]byte, error) {
 		return out, d
 	}
 	return out, nil
-}
-
-// Undecided reports whether the Stream holds the start of a first line it
-// cannot classify yet: bytes Release would hand out.
-func (s *Stream) Undecided() bool { return s.st == stFirst && len(s.buf)-s.off > s.early }
-
-// Release hands out the held bytes of an unfinished first line, and from
-// then on releases such bytes as they come: for a protocol whose client
-// sends a few token characters and waits (a prompt, a keystroke), which
-// would otherwise wait for a line end forever. It is safe because no
-// server acts on a request line before its end, and the line, once
-// complete, is classified and checked as ever; but the target then has
-// seen those bytes of a request that may yet be refused. Release returns
-// nil in any other state.
-func (s *Stream) Release() []byte {
-	if s.st != stFirst {
-		return nil
-	}
-	s.eager = true
-	out := s.buf[s.off+s.early:]
-	s.early = len(s.buf) - s.off
-	return out
 }
 
 func (s *Stream) waitingFor() string {
