@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/tsconnect/tsconnect/connector"
+	"github.com/tsconnect/tsconnect/dnsfilter"
+	"github.com/tsconnect/tsconnect/internal/tailnettest"
 )
 
 // TestTunnelNames: a SOCKS5 tunnel to the allowed pweb carries TLS and
@@ -72,5 +74,52 @@ func TestTunnelNames(t *testing.T) {
 	}
 	if got[0].BytesUp != 0 {
 		t.Errorf("the refused ClientHello counted %d bytes up: it must not reach the target", got[0].BytesUp)
+	}
+}
+
+// TestTunnelSameAddress: with Tunnels.SameAddress, a tunnel to the web
+// node also carries an allowed name that resolves to its address (a
+// MagicDNS extra record, as a homelab names its reverse proxy's vhosts),
+// but not one that resolves elsewhere; with RequireName, a request
+// without a Host is refused.
+func TestTunnelSameAddress(t *testing.T) {
+	// A control of its own, whose first node is given 100.64.0.1: the
+	// extra records must name addresses before the nodes exist.
+	ctl := tailnettest.StartControl(t, tailnettest.ControlOptions{ExtraRecords: map[string]string{
+		"alias.vh.test": "100.64.0.1",
+		"other.vh.test": "100.64.0.200",
+	}})
+	web, _ := webNode(t, ctl, "samweb")
+	if web.IP4.String() != "100.64.0.1" {
+		t.Fatalf("the first node got %v, not 100.64.0.1: the extra record does not name it", web.IP4)
+	}
+	audit := new(syncBuffer)
+	c := start(t, ctl, connector.Config{
+		Allow:    dnsfilter.MustParse("samweb." + tailnettest.BaseDomain + ":80,.vh.test:80"),
+		Tunnels:  connector.TunnelPolicy{SameAddress: true, RequireName: true},
+		AuditLog: audit,
+		Proxy:    &connector.ProxyConfig{Listen: "127.0.0.1:0"},
+	})
+	waitSeen(t, web, c)
+	for _, tc := range []struct{ req, want string }{
+		{"GET / HTTP/1.1\r\nHost: alias.vh.test\r\n\r\n", "hello from samweb"},
+		{"GET / HTTP/1.1\r\nHost: other.vh.test\r\n\r\n", `tsconnect: HTTP Host "other.vh.test": the tunnel is for samweb.` + tailnettest.BaseDomain + ", not other.vh.test"},
+		{"GET / HTTP/1.0\r\n\r\n", "tsconnect: HTTP: a request without a Host"},
+	} {
+		code, conn := socksConnect(t, c.ProxyAddr(), "samweb", 80)
+		if code != 0 {
+			t.Fatalf("CONNECT samweb:80: reply %#x", code)
+		}
+		io.ReadFull(conn, make([]byte, 6))
+		io.WriteString(conn, tc.req)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.req, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		conn.Close()
+		if !strings.HasPrefix(string(body), tc.want) {
+			t.Errorf("%q: %d %q, want %q…", tc.req, resp.StatusCode, body, tc.want)
+		}
 	}
 }
