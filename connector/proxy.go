@@ -36,12 +36,15 @@ type ProxyConfig struct {
 	// AllowNonLoopback permits a non-loopback Listen address (with auth).
 	AllowNonLoopback bool
 
-	// HandshakeTimeout and MaxConns (the proxy's clients): see
+	// HandshakeTimeout, MaxConns and MaxConnsPerClient (the proxy's clients): see
 	// socks.Config. Zero values take its defaults. Audit records, idle
 	// timeout and the bound on open connections are the connector's
 	// (Config.AuditLog, Audit, IdleTimeout, MaxConns).
 	HandshakeTimeout time.Duration
 	MaxConns         int
+	// MaxConnsPerClient bounds the proxy's clients of one uid (or one IP
+	// address): see socks.Config. 0: three quarters of MaxConns.
+	MaxConnsPerClient int
 }
 
 // startProxy starts the proxy if configured.
@@ -55,19 +58,20 @@ func (c *Connector) startProxy() error {
 		addr = DefaultProxyAddr
 	}
 	srv, err := socks.Listen(socks.Config{
-		Addr:             addr,
-		Dial:             c.Dial,
-		Check:            c.check,
-		Expand:           c.expand,
-		Username:         pc.Username,
-		Password:         pc.Password,
-		AllowNonLoopback: pc.AllowNonLoopback,
-		HandshakeTimeout: pc.HandshakeTimeout,
-		IdleTimeout:      c.cfg.IdleTimeout,
-		DialTimeout:      c.cfg.DialTimeout,
-		MaxConns:         pc.MaxConns,
-		Audit:            c.flows.fromProxy,
-		Logf:             c.cfg.Logf,
+		Addr:              addr,
+		Dial:              c.Dial,
+		Check:             c.check,
+		Expand:            c.expand,
+		Username:          pc.Username,
+		Password:          pc.Password,
+		AllowNonLoopback:  pc.AllowNonLoopback,
+		HandshakeTimeout:  pc.HandshakeTimeout,
+		IdleTimeout:       c.cfg.IdleTimeout,
+		DialTimeout:       c.cfg.DialTimeout,
+		MaxConns:          pc.MaxConns,
+		MaxConnsPerClient: pc.MaxConnsPerClient,
+		Audit:             c.flows.fromProxy,
+		Logf:              c.cfg.Logf,
 	})
 	if err != nil {
 		return fmt.Errorf("connector: proxy: %w", err)

@@ -353,7 +353,7 @@ func httpError(w http.ResponseWriter, code int, format string, args ...any) {
 // outside http.Server: such a client holds no slot.
 func (s *Server) refuseHTTP(cc *clientConn) {
 	rec := s.newRecord(cc, "http", cc.start)
-	rec.fail(errTooManyConns)
+	rec.fail(cc.refusing)
 	if req, err := http.ReadRequest(cc.br); err == nil {
 		if req.Method == http.MethodConnect {
 			rec.Protocol = "http-connect"
@@ -363,8 +363,11 @@ func (s *Server) refuseHTTP(cc *clientConn) {
 			rec.Port, _ = parsePort(req.URL.Port())
 		}
 	}
-	writeHTTPError(cc, http.StatusServiceUnavailable, "Retry-After: 1\r\n",
-		fmt.Sprintf("tsconnect: %d connections in use (Config.MaxConns); try again later\n", s.cfg.MaxConns))
+	msg := fmt.Sprintf("tsconnect: %d connections in use (Config.MaxConns); try again later\n", s.cfg.MaxConns)
+	if cc.refusing != errTooManyConns {
+		msg = "tsconnect: " + cc.refusing.Error() + "\n"
+	}
+	writeHTTPError(cc, http.StatusServiceUnavailable, "Retry-After: 1\r\n", msg)
 	s.finish(rec)
 }
 

@@ -48,6 +48,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,6 +135,17 @@ type Config struct {
 	// a new client needs it.
 	MaxConns int
 
+	// MaxConnsPerClient bounds the slots one client holds: one uid, for a
+	// client on this machine (the kernel names the owner of a loopback
+	// connection's other end; Linux only), else one IP address. A client
+	// at its bound takes the slot of its own connection idle longest, or
+	// is refused cleanly (SOCKS5 0x01, HTTP 503 naming the bound); it can
+	// never take another client's. So a flood from another user leaves the
+	// agent's uid slots to work with; a flood from the agent's own uid is
+	// the agent's. 0 means MaxConns - MaxConns/4 (768 of 1024); negative,
+	// no bound but MaxConns.
+	MaxConnsPerClient int
+
 	// Audit, if set, receives one record per client connection (per
 	// request for plain-http forwarding; none for a request whose Dial
 	// took the audit over, see Request.Audited); see [AuditRecord]. It is
@@ -206,6 +218,9 @@ type Server struct {
 	closed bool
 	conns  map[io.Closer]struct{} // client and target connections, closed by Close
 	wg     sync.WaitGroup         // accept loop, http.Server.Serve, one per client connection
+	// perClient counts the admitted connections of each client (clientOf),
+	// for Config.MaxConnsPerClient.
+	perClient map[string]int
 
 	st counters
 }
@@ -234,17 +249,18 @@ func Listen(cfg Config) (*Server, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:      cfg,
-		auth:     cfg.Username != "",
-		creds:    credentials{user: cfg.Username, pass: cfg.Password},
-		ln:       ln,
-		httpLn:   newChanListener(ln.Addr()),
-		ctx:      ctx,
-		cancel:   cancel,
-		slots:    make(chan struct{}, cfg.MaxConns),
-		refusals: make(chan struct{}, refusalSlots),
-		conns:    make(map[io.Closer]struct{}),
-		errorLog: log.New(logfWriter(cfg.Logf), "socks: ", 0),
+		cfg:       cfg,
+		auth:      cfg.Username != "",
+		creds:     credentials{user: cfg.Username, pass: cfg.Password},
+		ln:        ln,
+		httpLn:    newChanListener(ln.Addr()),
+		ctx:       ctx,
+		cancel:    cancel,
+		slots:     make(chan struct{}, cfg.MaxConns),
+		refusals:  make(chan struct{}, refusalSlots),
+		conns:     make(map[io.Closer]struct{}),
+		perClient: map[string]int{},
+		errorLog:  log.New(logfWriter(cfg.Logf), "socks: ", 0),
 	}
 	s.initHTTP()
 
@@ -281,6 +297,9 @@ func (c *Config) normalize() error {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerClient == 0 {
+		c.MaxConnsPerClient = c.MaxConns - c.MaxConns/4
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -406,25 +425,17 @@ func (s *Server) acceptLoop() {
 		}
 		delay = 0
 		s.st.accepted.Add(1)
-		cc := &clientConn{Conn: c, s: s}
+		cc := &clientConn{Conn: c, s: s, client: clientOf(c)}
 		cc.idleSince.Store(time.Now().UnixNano())
-		select {
-		case s.slots <- struct{}{}:
-			cc.slot.Store(true)
-			s.st.active.Add(1)
-		default:
-			if s.evictIdle() {
-				cc.slot.Store(true) // the evicted connection's
-				break
-			}
+		if why := s.admit(cc); why != nil {
 			select {
 			case s.refusals <- struct{}{}:
-				cc.refusing = true
+				cc.refusing = why
 				s.st.refused.Add(1)
 			default:
 				s.st.refused.Add(1)
 				s.st.failed.Add(1)
-				s.cfg.Logf("socks: %v: too many connections, closing", c.RemoteAddr())
+				s.cfg.Logf("socks: %v: %v; %d refusals under way, closing with no reply", c.RemoteAddr(), why, refusalSlots)
 				c.Close()
 				continue
 			}
@@ -479,7 +490,7 @@ func (s *Server) serveConn(cc *clientConn) {
 	case 4:
 		s.refuseSOCKS4(cc)
 	default:
-		if cc.refusing {
+		if cc.refusing != nil {
 			s.refuseHTTP(cc)
 			return
 		}
@@ -493,18 +504,86 @@ func (s *Server) serveConn(cc *clientConn) {
 	}
 }
 
-// evictIdle frees a slot when all MaxConns are taken: it closes the
-// client connection that has been idle longest (see clientConn.idleSince)
-// and reports true, its slot then being the caller's to take; false if
-// every slot carries a request or a tunnel. So connections that send
-// nothing, or stall their handshake, cannot lock clients out: they hold
-// a slot only while none is needed.
-func (s *Server) evictIdle() bool {
+// clientOf names the client a connection's slots count against
+// (Config.MaxConnsPerClient): its uid when the kernel knows it, else its
+// IP address.
+func clientOf(c net.Conn) string {
+	if uid, ok := peerUID(c); ok {
+		return "uid " + strconv.FormatUint(uint64(uid), 10)
+	}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return "ip " + a.IP.String()
+	}
+	return c.RemoteAddr().Network() + " " + c.RemoteAddr().String()
+}
+
+// admit gives cc a slot, or says why not: its client holds
+// MaxConnsPerClient already and has no idle connection to give up, or all
+// MaxConns carry requests or tunnels.
+func (s *Server) admit(cc *clientConn) error {
+	if !s.takeClient(cc) {
+		// At its bound: only its own idle connection can make room.
+		if s.evictIdle(cc.client) {
+			if s.takeClient(cc) {
+				cc.slot.Store(true) // the evicted connection's
+				return nil
+			}
+			<-s.slots // another of the client's took the room first
+			s.st.active.Add(-1)
+		}
+		return fmt.Errorf("%s is at its bound of %d connections (Config.MaxConnsPerClient); try again later", cc.client, s.cfg.MaxConnsPerClient)
+	}
+	select {
+	case s.slots <- struct{}{}:
+		cc.slot.Store(true)
+		s.st.active.Add(1)
+		return nil
+	default:
+	}
+	if s.evictIdle("") {
+		cc.slot.Store(true) // the evicted connection's
+		return nil
+	}
+	s.putClient(cc)
+	return errTooManyConns
+}
+
+// takeClient counts cc against its client's bound, if below it.
+func (s *Server) takeClient(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max := s.cfg.MaxConnsPerClient; max > 0 && max < s.cfg.MaxConns && s.perClient[cc.client] >= max {
+		return false
+	}
+	s.perClient[cc.client]++
+	cc.counts.Store(true)
+	return true
+}
+
+// putClient undoes takeClient.
+func (s *Server) putClient(cc *clientConn) {
+	if !cc.counts.Swap(false) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perClient[cc.client]--; s.perClient[cc.client] <= 0 {
+		delete(s.perClient, cc.client)
+	}
+}
+
+// evictIdle frees a slot when all MaxConns are taken (or, for client, one
+// of that client's): it closes the client connection that has been idle
+// longest (see clientConn.idleSince) and reports true, its slot then
+// being the caller's to take; false if every slot carries a request or a
+// tunnel. So connections that send nothing, or stall their handshake,
+// cannot lock clients out: they hold a slot only while none is needed.
+func (s *Server) evictIdle(client string) bool {
 	var victim *clientConn
 	s.mu.Lock()
 	for c := range s.conns {
 		cc, ok := c.(*clientConn)
-		if !ok || !cc.slot.Load() {
+		if !ok || !cc.slot.Load() || client != "" && cc.client != client {
 			continue
 		}
 		if t := cc.idleSince.Load(); t != 0 && (victim == nil || t < victim.idleSince.Load()) {
@@ -515,6 +594,7 @@ func (s *Server) evictIdle() bool {
 	if victim == nil || !victim.slot.CompareAndSwap(true, false) {
 		return false
 	}
+	s.putClient(victim)
 	s.st.evicted.Add(1)
 	s.cfg.Logf("socks: %v: idle for %v, closed to admit a new client (%d connections in use, Config.MaxConns)",
 		victim.RemoteAddr(), time.Since(time.Unix(0, victim.idleSince.Load())).Round(time.Millisecond), s.cfg.MaxConns)
@@ -537,8 +617,10 @@ type clientConn struct {
 	// (UnixNano): accepted and no complete SOCKS5 request yet, or an HTTP
 	// connection between requests; 0 while a request or tunnel is.
 	idleSince atomic.Int64
-	refusing  bool // holds one of s.refusals instead: refuse cleanly
-	counted   bool // counted in s.wg
+	refusing  error       // holds one of s.refusals instead: refuse cleanly, saying this
+	counted   bool        // counted in s.wg
+	client    string      // whom its slot counts against (clientOf)
+	counts    atomic.Bool // counted in s.perClient
 
 	requests atomic.Int64 // HTTP requests seen by the handler
 	hijacked atomic.Bool  // HTTP connection hijacked (CONNECT, upgrades)
@@ -575,7 +657,8 @@ func (c *clientConn) release() {
 			<-c.s.slots
 			c.s.st.active.Add(-1)
 		}
-		if c.refusing {
+		c.s.putClient(c)
+		if c.refusing != nil {
 			<-c.s.refusals
 		}
 		if c.counted {

@@ -99,9 +99,9 @@ func (s *Server) serveSOCKS5(cc *clientConn) {
 		rec.fail(fmt.Errorf("SOCKS5 command %s not supported; only CONNECT is", commandName(req.Command)))
 		return
 	}
-	if cc.refusing {
+	if cc.refusing != nil {
 		writeReply(cc, repGeneralFailure, nil)
-		rec.fail(errTooManyConns)
+		rec.fail(cc.refusing)
 		return
 	}
 	if req.DestAddr.Port == 0 {
