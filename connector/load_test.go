@@ -152,7 +152,7 @@ func TestLoad1000Tunnels(t *testing.T) {
 	ctl := tailnettest.Shared(t)
 	echo := ctl.StartNode(t, "load-echo", "tag:web")
 	hits := echo.ServeTCP(t, 7, nil)
-	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: tunnels + 200}})
+	c := start(t, ctl, connector.Config{Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: tunnels + 200, MaxConnsPerClient: -1}}) // one uid holds them all
 	waitSeen(t, echo, c)
 	addr := c.ProxyAddr()
 
@@ -457,7 +457,7 @@ func TestProxyMaxConns(t *testing.T) {
 	svc := ctl.StartNode(t, "max-echo", "tag:web")
 	hits := svc.ServeTCP(t, 7, nil)
 	audit := new(syncBuffer)
-	c := start(t, ctl, connector.Config{AuditLog: audit, Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: maxConns}})
+	c := start(t, ctl, connector.Config{AuditLog: audit, Proxy: &connector.ProxyConfig{Listen: "127.0.0.1:0", MaxConns: maxConns, MaxConnsPerClient: -1}}) // the test's clients are all one uid
 	waitSeen(t, svc, c)
 	addr := c.ProxyAddr()
 

@@ -59,7 +59,7 @@ const (
 	DefaultAddr             = "127.0.0.1:1055"
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultDialTimeout      = 15 * time.Second
-	DefaultMaxConns         = 1024
+	DefaultMaxConns         = 2048
 )
 
 // refusalSlots bounds the connections being refused cleanly (a SOCKS5 0x01
@@ -122,7 +122,7 @@ type Config struct {
 	// DialTimeout bounds each Dial. 0 means 15s.
 	DialTimeout time.Duration
 
-	// MaxConns bounds concurrent client connections. 0 means 1024. When
+	// MaxConns bounds concurrent client connections. 0 means 2048. When
 	// all are in use, a new client takes the slot of the connection idle
 	// longest — one that has not sent a complete SOCKS5 request yet (or
 	// anything at all), or an HTTP keep-alive connection between requests
@@ -142,7 +142,7 @@ type Config struct {
 	// is refused cleanly (SOCKS5 0x01, HTTP 503 naming the bound); it can
 	// never take another client's. So a flood from another user leaves the
 	// agent's uid slots to work with; a flood from the agent's own uid is
-	// the agent's. 0 means MaxConns - MaxConns/4 (768 of 1024); negative,
+	// the agent's. 0 means MaxConns - MaxConns/4 (1536 of 2048); negative,
 	// no bound but MaxConns.
 	MaxConnsPerClient int
 
