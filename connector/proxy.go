@@ -100,7 +100,8 @@ func (c *Connector) ProxyStats() socks.Stats {
 
 // ProxyEnv returns the variables that point common clients at the proxy:
 // ALL_PROXY (socks5h, so names resolve inside the tailnet), HTTP_PROXY,
-// HTTPS_PROXY, their lower-case twins, and NO_PROXY for loopback. With
+// HTTPS_PROXY, their lower-case twins, NO_PROXY for loopback, and
+// NODE_USE_ENV_PROXY=1 (Node.js 24 reads HTTP(S)_PROXY only with it). With
 // proxy auth, the credentials are in the URLs. Nil without a proxy.
 func (c *Connector) ProxyEnv() []string {
 	addr := c.ProxyAddr()
@@ -123,7 +124,7 @@ func (c *Connector) ProxyEnv() []string {
 	} {
 		env = append(env, kv[0]+"="+kv[1], strings.ToLower(kv[0])+"="+kv[1])
 	}
-	return env
+	return append(env, "NODE_USE_ENV_PROXY=1")
 }
 
 func urlEscape(s string) string {

@@ -34,11 +34,12 @@ func TestMain(m *testing.M) {
 }
 
 // The policy of the background reading: the sandbox tag may reach web on
-// 80/443 and the database on 5432; everything else is denied.
+// 80/443 and the database on 5432 (and, for ssh, an ssh box on 22);
+// everything else is denied.
 const policy = `{
-  "tagOwners": {"tag:sandbox": ["ops@"], "tag:web": ["ops@"], "tag:db": ["ops@"], "tag:k8s": ["ops@"]},
+  "tagOwners": {"tag:sandbox": ["ops@"], "tag:web": ["ops@"], "tag:db": ["ops@"], "tag:k8s": ["ops@"], "tag:ssh": ["ops@"]},
   "acls": [
-    {"action": "accept", "src": ["tag:sandbox"], "dst": ["tag:web:80,443", "tag:db:5432", "tag:k8s:443"]}
+    {"action": "accept", "src": ["tag:sandbox"], "dst": ["tag:web:80,443", "tag:db:5432", "tag:k8s:443", "tag:ssh:22"]}
   ]
 }`
 

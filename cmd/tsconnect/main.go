@@ -74,6 +74,7 @@ var commands = []command{
 	{"check", "join and test whether targets are allowed and reachable", cmdCheck},
 	{"status", "show what a running `tsconnect up` is doing", cmdStatus},
 	{"policy", "test a policy file offline, or explain a decision", cmdPolicy},
+	{"nc", "connect stdin and stdout to HOST:PORT through the proxy (ssh ProxyCommand)", cmdNC},
 	{"version", "print the version of tsconnect, Go and tailscale.com", cmdVersion},
 	{"demo", "try tsconnect against a throwaway in-process tailnet", runDemo},
 	// help is added by init: it reads this table.

@@ -43,6 +43,12 @@ func TestUsage(t *testing.T) {
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"tsconnect dev\n", "go1.", "tailscale.com v1."}},
 		{name: "--version", args: []string{"--version"}, code: 0, stdout: []string{"tailscale.com v1."}},
 
+		{name: "nc --help", args: []string{"nc", "--help"}, code: 0, stdout: []string{"Usage: tsconnect nc", "ProxyCommand='tsconnect nc %h:%p'", "--proxy URL"}},
+		{name: "nc without proxy", env: []string{"ALL_PROXY=", "all_proxy="}, args: []string{"nc", "db:22"}, code: 2,
+			stderr: []string{"tsconnect: error: no proxy: ALL_PROXY is not set", "tsconnect: hint: run it under 'tsconnect run'"}},
+		{name: "nc bad target", args: []string{"nc", "db"}, code: 2, stderr: []string{`tsconnect: error: "db": want HOST:PORT`}},
+		{name: "nc proxy down", args: []string{"nc", "--proxy", "socks5h://" + closedAddr(t), "db:22"}, code: 1,
+			stderr: []string{"tsconnect: error: db:22: cannot reach the proxy at"}},
 		{name: "run without command", args: []string{"run"}, code: 2, stderr: []string{"tsconnect: error: no command to run", "tsconnect: hint: run 'tsconnect run --help'"}},
 		{name: "bad allow names the entry", args: []string{"run", "--allow", "web.corp.example,ex ample.com", "--", "true"}, code: 2,
 			stderr: []string{`tsconnect: error: --allow: entry 2 "ex ample.com": name has a space`, "tsconnect: hint: entries look like"}},
