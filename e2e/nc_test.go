@@ -70,7 +70,8 @@ func startSSHD(t *testing.T) (port int, hostPub, userKey string) {
 // ProxyCommand, under `tsconnect run`, checking the host key of that name
 // (known_hosts names "sshbox", not 127.0.0.1 as a --forward would need);
 // the tunnel is the proxy's, allowed and audited; a destination the
-// allowlist denies fails at once with the reason and exit 1.
+// allowlist denies fails at once with the reason and exit 1. The same
+// works under --isolate=landlock.
 func TestSSHThroughNC(t *testing.T) {
 	w := setup(t)
 	port, hostPub, key := startSSHD(t)
@@ -92,6 +93,12 @@ echo "ssh: exit $?"
 	}
 	if !strings.Contains(r.stdout, "denied: exit 1") || !strings.Contains(r.stderr, `web:22: not allowed by the proxy's allowlist (SOCKS5 reply 2)`) {
 		t.Errorf("nc to a denied destination: stdout %q, stderr %q; want exit 1 and the reason", r.stdout, r.stderr)
+	}
+	// Under --isolate=landlock too: nc's connect is to the proxy's port.
+	r2 := w.tsconnect(t, []string{"KH=" + kh, "KEY=" + key, "TSC=" + w.bin}, "run", "--isolate=landlock",
+		"--allow=sshbox."+tailnettest.BaseDomain+":22", "--", "sh", "-c", script)
+	if !strings.Contains(r2.stdout, "over ssh\nssh: exit 0") || !strings.Contains(r2.stdout, "denied: exit 1") {
+		t.Errorf("ssh through tsconnect nc under --isolate=landlock: %q\n%s", r2.stdout, r2.stderr)
 	}
 	b, _ := os.ReadFile(audit)
 	if !strings.Contains(string(b), `"protocol":"socks5","host":"sshbox.`+tailnettest.BaseDomain+`","port":22`) || !strings.Contains(string(b), `"decision":"allow"`) {

@@ -50,7 +50,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	fs := newFlagSet("run", runUsage)
 	jo := addJoinFlags(fs)
 	po := addProxyFlags(fs)
-	childUser := addChildFlags(fs)
+	childFlags := addChildFlags(fs)
 	if code, done := fs.parse(args, sio); done {
 		return code
 	}
@@ -58,7 +58,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	if len(argv) == 0 {
 		return sio.fail(usageErrorf("run", "no command to run: tsconnect run [flags] -- COMMAND [ARGS…]"))
 	}
-	child, err := lookupChild("run", *childUser)
+	child, err := lookupChild("run", childFlags)
 	if err != nil {
 		return sio.fail(err)
 	}
@@ -89,7 +89,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 	}
 	defer s.closeOnPanic()
 	defer po.serveMetrics(s)()
-	if os.Geteuid() == 0 && child == nil {
+	if os.Geteuid() == 0 && child.user == nil {
 		// PR_SET_DUMPABLE does not bind a process with CAP_SYS_PTRACE.
 		sio.logf("warning: %s runs as root, as tsconnect does, so it may read tsconnect's memory (/proc/%d/mem), the auth key with it; as any other user it could not (tsconnect is undumpable): use --child-user nobody, run tsconnect as a user other than root, or give it a single-use key (README, \"Security model\")", argv[0], os.Getpid())
 	}
@@ -102,7 +102,7 @@ func cmdRun(ctx context.Context, args []string, sio stdio) int {
 
 // runChild starts the forwards and the command, passes signals on, and
 // returns the command's exit status. The caller closes the session.
-func runChild(ctx context.Context, s *session, fwds []*forward, path string, argv []string, child *connector.ChildUser, sigc <-chan os.Signal, sio stdio) int {
+func runChild(ctx context.Context, s *session, fwds []*forward, path string, argv []string, co childOpts, sigc <-chan os.Signal, sio stdio) int {
 	fw, err := startForwards(s, fwds)
 	if err != nil {
 		return sio.fail(err)
@@ -113,8 +113,19 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	// on, and the exit status must be its own.
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
+	if co.isolate == "landlock" {
+		ports := []int{s.proxyPort()}
+		for _, l := range fwds {
+			ports = append(ports, l.port())
+		}
+		shim, args, err := landlockCommand(ports, path, argv)
+		if err != nil {
+			return sio.fail(&exitError{code: exitCannotExec, err: err})
+		}
+		cmd = &exec.Cmd{Path: shim, Args: args}
+	}
 	cmd.Env = s.c.Environ(nil)
-	if child != nil {
+	if child := co.user; child != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: child.Credential}
 		cmd.Env = childEnv(cmd.Env, child)
 	}
@@ -171,26 +182,43 @@ func exitStatus(ps *os.ProcessState, err error, sio stdio) int {
 	return ps.ExitCode()
 }
 
-// addChildFlags adds --child-user, for the subcommands that run a command.
-func addChildFlags(fs *flagSet) *string {
-	u := fs.String("child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
-	fs.section("Command")
-	return u
+// childFlags are the flags of the subcommands that run a command.
+type childFlags struct{ user, isolate string }
+
+// childOpts is what they say, checked before joining.
+type childOpts struct {
+	user    *connector.ChildUser // nil: tsconnect's own
+	isolate string               // "" or "landlock"
 }
 
-// lookupChild resolves --child-user before joining; nil when unset.
-func lookupChild(sub, spec string) (*connector.ChildUser, error) {
-	if spec == "" {
-		return nil, nil
+// addChildFlags adds --child-user and --isolate.
+func addChildFlags(fs *flagSet) *childFlags {
+	f := new(childFlags)
+	fs.StringVar(&f.user, "child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
+	fs.StringVar(&f.isolate, "isolate", "", "`landlock`: the command's TCP connect() reaches only the proxy's and the\nforwards' ports (Linux 6.7+), so a program that ignores the proxy fails at\nonce instead of reaching the host network; UDP is not covered")
+	fs.section("Command")
+	return f
+}
+
+// lookupChild checks the flags before joining: --child-user resolved,
+// --isolate available.
+func lookupChild(sub string, f *childFlags) (childOpts, error) {
+	co := childOpts{isolate: f.isolate}
+	if err := checkIsolate(sub, f.isolate); err != nil {
+		return co, err
 	}
-	cu, err := connector.LookupChildUser(spec)
+	if f.user == "" {
+		return co, nil
+	}
+	cu, err := connector.LookupChildUser(f.user)
 	if err != nil {
-		return nil, usageErrorf(sub, "--child-user: %s", message(err))
+		return co, usageErrorf(sub, "--child-user: %s", message(err))
 	}
 	if os.Geteuid() != 0 && cu.Credential.Uid != uint32(os.Geteuid()) {
-		return nil, usageErrorf(sub, "--child-user %s: starting a command as another user needs tsconnect to run as root", spec)
+		return co, usageErrorf(sub, "--child-user %s: starting a command as another user needs tsconnect to run as root", f.user)
 	}
-	return &cu, nil
+	co.user = &cu
+	return co, nil
 }
 
 // childEnv sets USER, LOGNAME and HOME to the child user's, when the user

@@ -67,13 +67,13 @@ func runDemo(ctx context.Context, args []string, sio stdio) int {
 	// The demo must work on a machine where 1055 is taken.
 	po.listen = "127.0.0.1:0"
 	fs.Lookup("listen").DefValue = po.listen
-	childUser := addChildFlags(fs)
+	childFlags := addChildFlags(fs)
 	fs.BoolVar(&verbose, "v", false, "verbose: logs of the demo tailnet and of the node on stderr")
 	fs.section("Output")
 	if code, done := fs.parse(args, sio); done {
 		return code
 	}
-	child, err := lookupChild("demo", *childUser)
+	child, err := lookupChild("demo", childFlags)
 	if err != nil {
 		return sio.fail(err)
 	}

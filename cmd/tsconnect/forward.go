@@ -103,6 +103,9 @@ type forward struct {
 	ln   net.Listener
 }
 
+// port is the local port the forward listens on.
+func (f *forward) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
+
 // forwardStatus is a forward as `status` reports it.
 type forwardStatus struct {
 	Local     string `json:"local"`

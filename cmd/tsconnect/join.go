@@ -4,10 +4,12 @@ import (
 	"context"
 	"io"
 	"log"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -157,6 +159,13 @@ func (s *session) close(sigc <-chan os.Signal) os.Signal {
 // the tailnet even if tsconnect panics. It does nothing after close (Close
 // is idempotent) or after a second signal abandoned the wait, which it
 // must not resume.
+// proxyPort is the proxy's port, 0 if there is none.
+func (s *session) proxyPort() int {
+	_, p, _ := net.SplitHostPort(s.c.ProxyAddr())
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
 func (s *session) closeOnPanic() {
 	if !s.abandoned {
 		s.c.Close()

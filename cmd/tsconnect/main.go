@@ -102,6 +102,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return sio.fail(usageErrorf("", "no subcommand given"))
 	}
 	switch args[0] {
+	case landlockExecArg: // run --isolate=landlock's shim, not a subcommand for people
+		return landlockExec(args[1:], sio)
 	case "-h", "-help", "--help":
 		fmt.Fprint(sio.Out, mainUsage())
 		return exitOK
