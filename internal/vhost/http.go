@@ -218,24 +218,33 @@ func (s *Stream) endHead(r *request, n int) (int, *Denial) {
 	return n, nil
 }
 
+// bodyLine finds a chunk-size or trailer line in b: the line without its
+// CRLF and the bytes it takes; ok false with no denial while b holds no
+// line end yet.
+func (s *Stream) bodyLine(b []byte, what string) (line []byte, n int, d *Denial) {
+	nl := bytes.IndexByte(b, '\n')
+	switch {
+	case nl < 0 && len(b) > 4096:
+		return nil, 0, s.deny("", "malformed chunked body: a "+what+" line too long", false)
+	case nl < 0:
+		return nil, 0, nil
+	case nl == 0 || b[nl-1] != '\r' || bytes.ContainsAny(b[:nl-1], "\r\x00"):
+		return nil, 0, s.deny("", "malformed chunked body: a bad "+what+" line", false)
+	}
+	return b[:nl-1], nl + 1, nil
+}
+
 // chunkSize reads a chunk-size line: hex digits, an optional extension.
 func (s *Stream) chunkSize(b []byte) (int, *Denial) {
-	nl := bytes.IndexByte(b, '\n')
-	if nl < 0 {
-		if len(b) > 4096 {
-			return 0, s.deny("", "malformed chunked body: a chunk line too long", false)
-		}
-		return 0, nil
+	line, n, d := s.bodyLine(b, "chunk")
+	if n == 0 {
+		return 0, d
 	}
-	if nl == 0 || b[nl-1] != '\r' {
-		return 0, s.deny("", "malformed chunked body: a bare LF", false)
-	}
-	line := b[:nl-1]
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}
 	size, err := strconv.ParseUint(string(line), 16, 63)
-	if err != nil || len(line) == 0 || bytes.ContainsAny(b[:nl-1], "\r\x00") || line[0] == '+' {
+	if err != nil || len(line) == 0 || line[0] == '+' {
 		return 0, s.deny("", "malformed chunked body: a bad chunk size", false)
 	}
 	if size == 0 {
@@ -243,27 +252,21 @@ func (s *Stream) chunkSize(b []byte) (int, *Denial) {
 	} else {
 		s.st, s.n = stChunkData, int64(size)
 	}
-	return nl + 1, nil
+	return n, nil
 }
 
 // trailer reads the trailer section's lines, up to the empty one.
 func (s *Stream) trailer(b []byte) (int, *Denial) {
-	nl := bytes.IndexByte(b, '\n')
-	if nl < 0 {
-		if len(b) > 4096 {
-			return 0, s.deny("", "malformed chunked body: a trailer line too long", false)
-		}
-		return 0, nil
-	}
-	if nl == 0 || b[nl-1] != '\r' || bytes.ContainsAny(b[:nl-1], "\r\x00") {
-		return 0, s.deny("", "malformed chunked body: a bad trailer line", false)
-	}
-	if nl == 1 {
+	line, n, d := s.bodyLine(b, "trailer")
+	switch {
+	case n == 0:
+		return 0, d
+	case len(line) == 0:
 		s.st = s.after
-	} else if b[0] == ' ' || b[0] == '\t' || bytes.IndexByte(b[:nl], ':') <= 0 {
+	case line[0] == ' ' || line[0] == '\t' || bytes.IndexByte(line, ':') <= 0:
 		return 0, s.deny("", "malformed chunked body: a bad trailer line", false)
 	}
-	return nl + 1, nil
+	return n, nil
 }
 
 // hostOf is the host of a Host header value (or a URL's authority):
