@@ -36,6 +36,7 @@ Examples:
   tsconnect check --allow .corp.ts.net https://grafana/login db:5432
   tsconnect check --allow grafana.corp.ts.net:443 --json https://grafana/ | jq .
   TSCONNECT_ALLOW=.corp.ts.net tsconnect check http://100.101.102.103:8080/
+  tsconnect check --isolate        # can run --isolate work here?
 `
 
 // checkResult is one target's row in the table and the --json output.
@@ -66,12 +67,24 @@ type checkOutput struct {
 func cmdCheck(ctx context.Context, args []string, sio stdio) int {
 	fs := newFlagSet("check", checkUsage)
 	jo := addJoinFlags(fs)
-	var asJSON, insecure bool
+	var asJSON, insecure, isolate bool
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fs.BoolVar(&insecure, "insecure", false, "do not verify TLS certificates of https:// targets")
+	fs.BoolVar(&isolate, "isolate", false, "say whether run --isolate works on this machine (which tier, or what is\nmissing), without joining; exit 0 if it does, 1 if not")
 	fs.section("Check")
 	if code, done := fs.parse(args, sio); done {
 		return code
+	}
+	if isolate {
+		if fs.NArg() > 0 {
+			return sio.fail(usageErrorf("check", "--isolate takes no targets"))
+		}
+		if err := checkIsolate("check", "landlock"); err != nil {
+			fmt.Fprintf(sio.Out, "isolate: unavailable: %s\n", message(err))
+			return exitFailure
+		}
+		fmt.Fprintln(sio.Out, "isolate: landlock (TCP connect() limited to the proxy's and forwards' ports); network namespaces: not built")
+		return exitOK
 	}
 	if fs.NArg() == 0 {
 		return sio.fail(usageErrorf("check", "no targets: tsconnect check [flags] TARGET…, e.g. https://grafana/ or db:5432"))

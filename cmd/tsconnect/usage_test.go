@@ -167,3 +167,17 @@ func closedAddr(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+// TestCheckIsolate: check --isolate says which tier works here, agreeing
+// with what run --isolate=landlock would decide before joining.
+func TestCheckIsolate(t *testing.T) {
+	p := tsc(t, nil, "check", "--isolate")
+	out := p.stdout.String()
+	if err := checkIsolate("check", "landlock"); err == nil {
+		if p.code != 0 || !strings.HasPrefix(out, "isolate: landlock (") {
+			t.Errorf("Landlock is here: exit %d, %q", p.code, out)
+		}
+	} else if p.code != 1 || !strings.HasPrefix(out, "isolate: unavailable: ") {
+		t.Errorf("no Landlock (%v): exit %d, %q", err, p.code, out)
+	}
+}
