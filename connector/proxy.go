@@ -100,9 +100,12 @@ func (c *Connector) ProxyStats() socks.Stats {
 
 // ProxyEnv returns the variables that point common clients at the proxy:
 // ALL_PROXY (socks5h, so names resolve inside the tailnet), HTTP_PROXY,
-// HTTPS_PROXY, their lower-case twins, NO_PROXY for loopback, and
-// NODE_USE_ENV_PROXY=1 (Node.js 24 reads HTTP(S)_PROXY only with it). With
-// proxy auth, the credentials are in the URLs. Nil without a proxy.
+// HTTPS_PROXY, their lower-case twins, NO_PROXY for loopback,
+// NODE_USE_ENV_PROXY=1 (Node.js 24 reads HTTP(S)_PROXY only with it) and
+// JAVA_TOOL_OPTIONS with the JVM's http(s).proxyHost and proxyPort (Environ
+// appends them to a JAVA_TOOL_OPTIONS already set). With proxy auth, the
+// credentials are in the URLs (the JVM takes none from properties). Nil
+// without a proxy.
 func (c *Connector) ProxyEnv() []string {
 	addr := c.ProxyAddr()
 	if addr == "" {
@@ -124,8 +127,12 @@ func (c *Connector) ProxyEnv() []string {
 	} {
 		env = append(env, kv[0]+"="+kv[1], strings.ToLower(kv[0])+"="+kv[1])
 	}
-	return append(env, "NODE_USE_ENV_PROXY=1")
+	host, port, _ := net.SplitHostPort(addr)
+	java := fmt.Sprintf("-Dhttp.proxyHost=%[1]s -Dhttp.proxyPort=%[2]s -Dhttps.proxyHost=%[1]s -Dhttps.proxyPort=%[2]s -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1]", host, port)
+	return append(env, "NODE_USE_ENV_PROXY=1", javaToolOptions+"="+java)
 }
+
+const javaToolOptions = "JAVA_TOOL_OPTIONS"
 
 func urlEscape(s string) string {
 	var b strings.Builder
@@ -154,9 +161,19 @@ func (c *Connector) Environ(base []string) []string {
 			drop[kv[:strings.IndexByte(kv, '=')]] = true
 		}
 		kept := env[:0:0]
+		var java string // the JAVA_TOOL_OPTIONS set before, kept in front of ours
 		for _, kv := range env {
-			if i := strings.IndexByte(kv, '='); i < 0 || !drop[kv[:i]] {
+			i := strings.IndexByte(kv, '=')
+			switch {
+			case i >= 0 && kv[:i] == javaToolOptions:
+				java = kv[i+1:]
+			case i < 0 || !drop[kv[:i]]:
 				kept = append(kept, kv)
+			}
+		}
+		for i, kv := range add {
+			if k, v, _ := strings.Cut(kv, "="); k == javaToolOptions && java != "" {
+				add[i] = k + "=" + java + " " + v
 			}
 		}
 		env = append(kept, add...)

@@ -83,7 +83,7 @@ func TestRunEnvironment(t *testing.T) {
 	tn := newTailnet(t, "")
 	const vaultToken = "hvs.vault-token-must-not-leak"
 	const baoToken = "s.openbao-token-must-not-leak"
-	p := tsc(t, tn.env("VAULT_TOKEN="+vaultToken, "BAO_TOKEN="+baoToken, "BAO_ADDR=http://127.0.0.1:1", "TS_AUTH_KEY="+tn.key, "HTTPS_PROXY=http://stale.example:1", "KEEP_ME=yes"),
+	p := tsc(t, tn.env("VAULT_TOKEN="+vaultToken, "BAO_TOKEN="+baoToken, "BAO_ADDR=http://127.0.0.1:1", "TS_AUTH_KEY="+tn.key, "HTTPS_PROXY=http://stale.example:1", "KEEP_ME=yes", "JAVA_TOOL_OPTIONS=-Xmx64m"),
 		"run", "-v", "--listen", "127.0.0.1:0", "--", "env")
 	stdout, stderr := p.stdout.String(), p.stderr.String()
 	if p.code != 0 {
@@ -95,7 +95,8 @@ func TestRunEnvironment(t *testing.T) {
 		"ALL_PROXY=socks5h://" + addr + "\n", "all_proxy=socks5h://" + addr + "\n",
 		"HTTP_PROXY=http://" + addr + "\n", "http_proxy=http://" + addr + "\n",
 		"HTTPS_PROXY=http://" + addr + "\n", "https_proxy=http://" + addr + "\n",
-		"NO_PROXY=localhost,127.0.0.1,::1\n", "KEEP_ME=yes\n",
+		"NO_PROXY=localhost,127.0.0.1,::1\n", "KEEP_ME=yes\n", "NODE_USE_ENV_PROXY=1\n",
+		"JAVA_TOOL_OPTIONS=-Xmx64m -Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=" + addr[strings.LastIndexByte(addr, ':')+1:] + " -Dhttps.proxyHost=127.0.0.1",
 	} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("command's environment lacks %q", w)
