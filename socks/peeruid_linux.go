@@ -3,6 +3,7 @@ package socks
 import (
 	"encoding/binary"
 	"net"
+	"sync"
 	"syscall"
 )
 
@@ -22,13 +23,19 @@ func peerUID(c net.Conn) (uid uint32, ok bool) {
 	if src == nil || dst == nil {
 		family, src, dst = syscall.AF_INET6, ra.IP.To16(), la.IP.To16()
 	}
-	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
-	if err != nil {
-		return 0, false
+	diag.mu.Lock()
+	defer diag.mu.Unlock()
+	if !diag.open {
+		fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
+		if err != nil {
+			return 0, false
+		}
+		tv := syscall.Timeval{Usec: 100_000}
+		syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+		diag.fd, diag.open = fd, true
 	}
-	defer syscall.Close(fd)
-	tv := syscall.Timeval{Usec: 100_000}
-	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	fd := diag.fd
+	diag.seq++
 
 	// nlmsghdr (16) + inet_diag_req_v2 (56): the client's socket is the one
 	// whose source is the connection's remote end.
@@ -38,7 +45,7 @@ func peerUID(c net.Conn) (uid uint32, ok bool) {
 	ne.PutUint32(req[0:], uint32(len(req)))
 	ne.PutUint16(req[4:], sockDiagByFamily)
 	ne.PutUint16(req[6:], syscall.NLM_F_REQUEST)
-	ne.PutUint32(req[8:], 1) // seq
+	ne.PutUint32(req[8:], diag.seq)
 	r := req[16:]
 	r[0], r[1] = family, syscall.IPPROTO_TCP
 	ne.PutUint32(r[4:], 0xffffffff) // every state
@@ -52,12 +59,33 @@ func peerUID(c net.Conn) (uid uint32, ok bool) {
 	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
 		return 0, false
 	}
-	buf := make([]byte, 4096)
-	n, _, err := syscall.Recvfrom(fd, buf, 0)
-	// nlmsghdr, then inet_diag_msg: family, state, timer, retrans, the
-	// 48-byte id, expires, rqueue, wqueue, uid (offset 64), inode.
-	if err != nil || n < 16+72 || ne.Uint16(buf[4:]) != sockDiagByFamily {
-		return 0, false
+	buf := diag.buf[:]
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil || n < 16 {
+			// A timeout may leave an answer queued: start afresh next time.
+			syscall.Close(fd)
+			diag.open = false
+			return 0, false
+		}
+		if ne.Uint32(buf[8:]) != diag.seq {
+			continue // a late answer to an earlier question
+		}
+		// nlmsghdr, then inet_diag_msg: family, state, timer, retrans, the
+		// 48-byte id, expires, rqueue, wqueue, uid (offset 64), inode.
+		if n < 16+72 || ne.Uint16(buf[4:]) != sockDiagByFamily {
+			return 0, false // NLMSG_ERROR: no such socket
+		}
+		return ne.Uint32(buf[16+64:]), true
 	}
-	return ne.Uint32(buf[16+64:]), true
+}
+
+// diag is the netlink socket peerUID asks, opened on first use and kept:
+// one request and one answer per accepted connection.
+var diag struct {
+	mu   sync.Mutex
+	open bool
+	fd   int
+	seq  uint32
+	buf  [4096]byte
 }
