@@ -14,7 +14,7 @@ import (
 // refused by the kernel at connect() (EACCES, at once) — here bash's
 // /dev/tcp to a listener on the namespace's loopback, which sees nothing;
 // the same command without --isolate reaches that listener, so the check
-// can fail.
+// can fail. psql through a --forward works under it.
 func TestIsolateLandlock(t *testing.T) {
 	w := setup(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -47,6 +47,14 @@ echo "bypass: exit $?"`
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("the loopback listener saw %d connections under --isolate=landlock", n)
+	}
+
+	// A forward's port is open to it too: psql, which ignores proxies.
+	fport := strconv.Itoa(freePort(t))
+	r = w.tsconnect(t, nil, "run", "--isolate=landlock", "--allow=db."+tailnettest.BaseDomain+":5432", "--forward=127.0.0.1:"+fport+"=db:5432",
+		"--", "psql", "-h", "127.0.0.1", "-p", fport, "-U", "postgres", "-Atc", "select 6*7")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "42" {
+		t.Errorf("psql through a forward under Landlock: exit %d, %q\n%s", r.code, r.stdout, r.stderr)
 	}
 
 	r = w.tsconnect(t, nil, "run", "--allow=web."+tailnettest.BaseDomain+":80", "--", "sh", "-c", script)
