@@ -30,9 +30,10 @@ import (
 // (Config.Tunnels). The zero value checks: a tunnel opened to a name by
 // the proxy (SOCKS5 or HTTP CONNECT) or a forward carries TLS only with
 // that name's SNI, or none, and HTTP/1.x only with requests whose Host
-// (and absolute URL) is that name; HTTP/2 without TLS (h2c) and an
-// encrypted ClientHello (ECH) are refused, since the name they are for
-// cannot be seen; other protocols pass untouched. A tunnel to an IP
+// (and absolute URL) is that name, and HTTP/2 without TLS (h2c, as gRPC
+// speaks it in plaintext) only with requests whose :authority is; an
+// encrypted ClientHello (ECH) is refused, since the name it is for cannot
+// be seen; other protocols pass untouched. A tunnel to an IP
 // address allowed by a CIDR rule may carry any name the allowlist allows
 // on its port. Connector.Dial and HTTPClient are not inspected (their
 // caller is the program itself), nor is anything when there is no
@@ -205,7 +206,7 @@ func (ic *inspectConn) deny(d *vhost.Denial) {
 	switch d.Proto {
 	case vhost.ProtoTLS:
 		rec.SNI = d.Name
-	case vhost.ProtoHTTP:
+	case vhost.ProtoHTTP, vhost.ProtoH2C:
 		rec.HTTPHost = d.Name
 	}
 	ic.fc.mu.Unlock()

@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
 
 	"github.com/tsconnect/tsconnect/connector"
 	"github.com/tsconnect/tsconnect/dnsfilter"
@@ -81,7 +84,10 @@ func TestTunnelNames(t *testing.T) {
 // node also carries an allowed name that resolves to its address (a
 // MagicDNS extra record, as a homelab names its reverse proxy's vhosts),
 // but not one that resolves elsewhere; with RequireName, a request
-// without a Host is refused.
+// without a Host is refused. Plaintext HTTP/2 (Go's own h2c client and
+// server): a stream whose :authority names another host ends the
+// connection with a GOAWAY and a deny record; the client's next
+// connection works.
 func TestTunnelSameAddress(t *testing.T) {
 	// A control of its own, whose first node is given 100.64.0.1: the
 	// extra records must name addresses before the nodes exist.
@@ -95,12 +101,59 @@ func TestTunnelSameAddress(t *testing.T) {
 	}
 	audit := new(syncBuffer)
 	c := start(t, ctl, connector.Config{
-		Allow:    dnsfilter.MustParse("samweb." + tailnettest.BaseDomain + ":80,.vh.test:80"),
+		Allow:    dnsfilter.MustParse("samweb." + tailnettest.BaseDomain + ":80,81,.vh.test:80"),
 		Tunnels:  connector.TunnelPolicy{SameAddress: true, RequireName: true},
 		AuditLog: audit,
 		Proxy:    &connector.ProxyConfig{Listen: "127.0.0.1:0"},
 	})
+	// A plaintext HTTP/2 (h2c) service beside it, as plaintext gRPC is.
+	h2ln, err := web.Listen("tcp", ":81")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2srv := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto+" "+r.Host)
+	})}
+	h2srv.Protocols.SetUnencryptedHTTP2(true)
+	go h2srv.Serve(h2ln)
+	t.Cleanup(func() { h2srv.Close() })
 	waitSeen(t, web, c)
+	t.Run("h2c", func(t *testing.T) {
+		d, err := proxy.SOCKS5("tcp", c.ProxyAddr(), nil, proxy.Direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{Protocols: new(http.Protocols), DialContext: d.(proxy.ContextDialer).DialContext}
+		tr.Protocols.SetUnencryptedHTTP2(true) // prior knowledge, one connection
+		hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		defer tr.CloseIdleConnections()
+		for i, tc := range []struct{ host, want string }{
+			{"", "HTTP/2.0 samweb:81"},
+			{"alias.vh.test:81", "GOAWAY from server ErrCode:PROTOCOL_ERROR"}, // allowed on port 80 only
+			{"samweb." + tailnettest.BaseDomain + ":81", "HTTP/2.0 samweb." + tailnettest.BaseDomain + ":81"},
+		} {
+			req, _ := http.NewRequest("GET", "http://samweb:81/", nil)
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			resp, err := hc.Do(req)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got = string(b)
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("request %d (Host %q): %q, want %q", i+1, tc.host, got, tc.want)
+			}
+		}
+		eventually(func() bool { return strings.Contains(audit.String(), `"http_host":"alias.vh.test"`) })
+		if !strings.Contains(audit.String(), `"reason":"the tunnel is for samweb.`+tailnettest.BaseDomain+`; alias.vh.test is not allowed (port 81 not in 80)"`) {
+			t.Errorf("no deny record for the h2c stream to alias.vh.test:\n%s", audit)
+		}
+	})
 	for _, tc := range []struct{ req, want string }{
 		{"GET / HTTP/1.1\r\nHost: alias.vh.test\r\n\r\n", "hello from samweb"},
 		{"GET / HTTP/1.1\r\nHost: other.vh.test\r\n\r\n", `tsconnect: HTTP Host "other.vh.test": the tunnel is for samweb.` + tailnettest.BaseDomain + ", not other.vh.test"},

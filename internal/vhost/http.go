@@ -82,6 +82,12 @@ func (s *Stream) head(b []byte) (int, *Denial) {
 		}
 		return 0, nil
 	}
+	if rest := b[i:]; len(rest) < len(h2Preface) && strings.HasPrefix(h2Preface, string(rest)) {
+		return 0, nil // perhaps HTTP/2's preface
+	} else if strings.HasPrefix(string(rest[:min(len(rest), len(h2Preface))]), h2Preface) {
+		s.proto, s.st = ProtoH2C, stH2
+		return i + len(h2Preface), nil
+	}
 	var r request
 	lineNo := 0
 	for p := i; ; lineNo++ {
@@ -120,7 +126,7 @@ func (s *Stream) requestLine(r *request, line string) *Denial {
 	r.method, r.target, r.version = f[0], f[1], f[2]
 	if r.method == "PRI" && r.target == "*" && r.version == "HTTP/2.0" {
 		s.proto = ProtoH2C
-		return s.deny("", "HTTP/2 without TLS (h2c) is not inspected: use HTTPS or HTTP/1.1", false)
+		return s.deny("", "malformed HTTP/2 client preface", false)
 	}
 	if r.version != "HTTP/1.1" && r.version != "HTTP/1.0" {
 		return s.deny("", "unsupported HTTP version "+strconv.Quote(r.version), false)

@@ -15,6 +15,8 @@ package vhost
 import (
 	"bytes"
 	"fmt"
+
+	"golang.org/x/net/http2/hpack"
 )
 
 // DefaultMaxHold is how many bytes a Stream holds at most while it waits
@@ -42,7 +44,7 @@ type Options struct {
 const (
 	ProtoTLS    = "tls"
 	ProtoHTTP   = "http"
-	ProtoH2C    = "h2c"
+	ProtoH2C    = "h2c"    // HTTP/2 without TLS
 	ProtoOpaque = "opaque" // neither: passed through
 )
 
@@ -54,7 +56,8 @@ type Denial struct {
 	Reason string // why, for people and the audit log
 	// Reply is what to send the client instead of the target's answer: a
 	// TLS alert (unrecognized_name for a name Check refused, access_denied
-	// otherwise) or an HTTP/1.1 403 response that closes the connection.
+	// otherwise), an HTTP/1.1 403 response that closes the connection, or
+	// for HTTP/2 a SETTINGS and a GOAWAY whose debug data says why.
 	Reply []byte
 	// Cause is Options.Check's error when it refused the name, else nil.
 	Cause error
@@ -62,7 +65,7 @@ type Denial struct {
 
 func (d *Denial) Error() string {
 	if d.Name != "" {
-		what := map[string]string{ProtoTLS: "TLS SNI", ProtoHTTP: "HTTP Host"}[d.Proto]
+		what := map[string]string{ProtoTLS: "TLS SNI", ProtoHTTP: "HTTP Host", ProtoH2C: "HTTP/2 :authority"}[d.Proto]
 		return fmt.Sprintf("%s %q: %s", what, d.Name, d.Reason)
 	}
 	what := map[string]string{ProtoTLS: "TLS", ProtoHTTP: "HTTP", ProtoH2C: "HTTP/2"}[d.Proto]
@@ -94,6 +97,7 @@ const (
 	stChunkCRLF              // the CRLF after a chunk
 	stTrailer                // trailer lines, up to an empty one
 	stAfterUp                // after an Upgrade request: HTTP again, or not
+	stH2                     // an HTTP/2 frame (h2.go)
 	stPass                   // nothing: pass everything
 	stDenied                 // denied: release nothing more
 )
@@ -106,9 +110,10 @@ type Stream struct {
 	proto string
 	buf   []byte // bytes fed and not yet released; buf[:off] was released last call
 	off   int
-	n     int64 // stBody, stChunkData: bytes left
-	after state // the state after the body: stHead, or stAfterUp
-	early int   // bytes at the front of buf[off:] released before they were classified
+	n     int64          // stBody, stChunkData: bytes left
+	after state          // the state after the body: stHead, or stAfterUp
+	early int            // bytes at the front of buf[off:] released before they were classified
+	hpack *hpack.Decoder // HTTP/2's, made at the first header block
 	err   *Denial
 }
 
@@ -257,6 +262,8 @@ func (s *Stream) step(b []byte) (int, *Denial) {
 		return s.chunkSize(b)
 	case stTrailer:
 		return s.trailer(b)
+	case stH2:
+		return s.h2Frames(b)
 	}
 	return len(b), nil // stPass
 }
@@ -296,6 +303,8 @@ func (s *Stream) deny(name, reason string, refused bool) *Denial {
 		if refused {
 			d.Reply = alertUnrecognizedName
 		}
+	case ProtoH2C:
+		d.Reply = h2GoAway(d.Error())
 	default:
 		if s.proto == ProtoOpaque {
 			d.Proto = ProtoHTTP

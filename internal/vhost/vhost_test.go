@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+
+	"golang.org/x/net/http2/hpack"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,47 @@ func echConfigList(t testing.TB, public string) []byte {
 	return append(u16(nil, len(cfg)), cfg...)
 }
 
+// h2cCases are an HTTP/2 client's bytes: the preface, SETTINGS, two
+// requests for a.example (the second with HPACK's dynamic table), a DATA
+// frame, a WINDOW_UPDATE; then, after those, a request that names
+// admin.example in various ways.
+func h2cCases() (c struct{ allowed, other, continued, hostField, connect []byte }) {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	frame := func(typ, flags byte, stream uint32, p []byte) []byte {
+		return append([]byte{byte(len(p) >> 16), byte(len(p) >> 8), byte(len(p)), typ, flags,
+			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}, p...)
+	}
+	// The variants after the allowed part add nothing to the dynamic
+	// table (never-indexed fields), so each decodes after the allowed part.
+	variant := false
+	block := func(fields ...string) []byte {
+		buf.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1], Sensitive: variant})
+		}
+		return bytes.Clone(buf.Bytes())
+	}
+	get := func(auth string, extra ...string) []byte {
+		return block(append([]string{":method", "GET", ":scheme", "http", ":authority", auth, ":path", "/"}, extra...)...)
+	}
+	a := []byte(h2Preface)
+	a = append(a, frame(0x4, 0, 0, []byte{0, 3, 0, 0, 0, 100})...)                                      // SETTINGS
+	a = append(a, frame(0x1, 0x4|0x1, 1, get("a.example"))...)                                          // HEADERS, END_HEADERS|END_STREAM
+	a = append(a, frame(0x1, 0x4|0x8, 3, append(append([]byte{2}, get("a.example:8080")...), 0, 0))...) // padded
+	a = append(a, frame(0x0, 0x1, 3, []byte("body"))...)                                                // DATA
+	a = append(a, frame(0x8, 0, 0, []byte{0, 0, 1, 0})...)                                              // WINDOW_UPDATE
+	c.allowed = a
+	variant = true
+	c.other = append(bytes.Clone(a), frame(0x1, 0x4, 5, get("admin.example"))...)
+	hb := get("admin.example")
+	c.continued = append(bytes.Clone(a), frame(0x1, 0, 7, hb[:3])...)
+	c.continued = append(c.continued, frame(0x9, 0x4, 7, hb[3:])...)
+	c.hostField = append(bytes.Clone(a), frame(0x1, 0x4, 9, get("a.example", "host", "admin.example"))...)
+	c.connect = append(bytes.Clone(a), frame(0x1, 0x4, 11, block(":method", "CONNECT", ":authority", "a.example:443"))...)
+	return c
+}
+
 type feedCase struct {
 	name   string
 	opts   Options
@@ -92,6 +135,7 @@ func feedCases(t testing.TB) []feedCase {
 	const getA = "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
 	const getB = "GET /admin HTTP/1.1\r\nHost: admin.example\r\n\r\n"
 	alertName, alertDenied := string(alertUnrecognizedName), string(alertAccessDenied)
+	h2c := h2cCases()
 	return []feedCase{
 		{name: "tls/allowed", in: append(helloA, "\x17\x03\x03\x00\x01x"...), pass: true, proto: ProtoTLS},
 		{name: "tls/other-sni", in: helloB, proto: ProtoTLS, denied: `TLS SNI "admin.example": not the tunnel's host`, reply: alertName},
@@ -135,7 +179,13 @@ func feedCases(t testing.TB) []feedCase {
 		{name: "http/upgrade-refused", in: []byte("GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n\r\n" + getB), out: "GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n\r\n", proto: ProtoHTTP, denied: `"admin.example"`},
 		{name: "http/leading-crlf", in: []byte("\r\n" + getB), proto: ProtoHTTP, denied: `"admin.example"`},
 		{name: "http/unknown-method", in: []byte("FOO / HTTP/1.1\r\nHost: admin.example\r\n\r\n"), proto: ProtoHTTP, denied: `"admin.example"`},
-		{name: "h2c", in: []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), proto: ProtoH2C, denied: "h2c", reply: "HTTP/1.1 403"},
+		{name: "h2c/allowed", in: h2c.allowed, pass: true, proto: ProtoH2C},
+		{name: "h2c/other-authority", in: h2c.other, out: string(h2c.allowed), proto: ProtoH2C, denied: `HTTP/2 :authority "admin.example": not the tunnel's host`, reply: "\x00\x00\x00\x04"},
+		{name: "h2c/continuation", in: h2c.continued, out: string(h2c.allowed), proto: ProtoH2C, denied: `"admin.example"`},
+		{name: "h2c/host-field", in: h2c.hostField, out: string(h2c.allowed), proto: ProtoH2C, denied: `"admin.example"`},
+		{name: "h2c/connect", in: h2c.connect, out: string(h2c.allowed), proto: ProtoH2C, denied: "CONNECT inside"},
+		{name: "h2c/push-promise", in: append(append([]byte(nil), h2c.allowed...), 0, 0, 4, 0x5, 0x4, 0, 0, 0, 1, 0, 0, 0, 2), out: string(h2c.allowed), proto: ProtoH2C, denied: "out of place"},
+		{name: "h2c/bad-preface", in: []byte("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), proto: ProtoH2C, denied: "malformed HTTP/2 client preface"},
 
 		{name: "opaque/postgres", in: []byte("\x00\x00\x00\x08\x04\xd2\x16\x2f"), pass: true, proto: ProtoOpaque},
 		{name: "opaque/ssh", in: []byte("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n\x00\x00\x05\xdc"), pass: true, proto: ProtoOpaque},
