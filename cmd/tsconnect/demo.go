@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -35,7 +36,9 @@ probes, no STUN to the internet, no log upload.
 
 Without COMMAND, demo walks through it: the node joins, an allowed request
 succeeds, two denied ones are refused (HTTP 403, SOCKS5 0x02) without
-secret-db seeing a connection, and the node leaves the tailnet.
+secret-db seeing a connection, a request for secret-db inside a tunnel to
+web is refused too (403: a tunnel reaches only the name it was opened
+for), and the node leaves the tailnet.
 
 With COMMAND, demo runs it with the proxy in its environment, exactly as
 'tsconnect run' does, so any client can be tried; the exit status is
@@ -215,6 +218,23 @@ func walkthrough(ctx context.Context, n *demonet.Net, s *session, sio stdio) err
 		return fmt.Errorf("secret-db: %s and %d connections; want 403 and none", status, dbSaw)
 	}
 
+	// A tunnel allowed to web carries only requests for web: a reverse
+	// proxy routing by Host would otherwise serve secret-db's site to it.
+	tconn, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", "web:80")
+	if err != nil {
+		return fmt.Errorf("SOCKS5 CONNECT web:80: %w", err)
+	}
+	tconn.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(tconn, "GET / HTTP/1.1\r\nHost: secret-db\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tconn), nil)
+	if err != nil {
+		tconn.Close()
+		return fmt.Errorf("a request for secret-db inside a tunnel to web: %w", err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	tconn.Close()
+	fmt.Fprintf(out, "5. deny   Host: secret-db inside a SOCKS5 tunnel to web:80: %s %q\n", resp.Status, strings.SplitN(string(b), "\n", 2)[0])
+
 	name := s.st.Name
 	t0 := time.Now()
 	if sig := s.close(nil); sig != nil {
@@ -227,7 +247,7 @@ func walkthrough(ctx context.Context, n *demonet.Net, s *session, sio stdio) err
 	if slices.Contains(nodes, name) {
 		return fmt.Errorf("%s is still on the tailnet 5s after leaving", name)
 	}
-	fmt.Fprintf(out, "5. leave  %s logged out and left the tailnet in %v; nodes now: %s\n", name, time.Since(t0).Round(time.Millisecond), strings.Join(nodes, ", "))
+	fmt.Fprintf(out, "6. leave  %s logged out and left the tailnet in %v; nodes now: %s\n", name, time.Since(t0).Round(time.Millisecond), strings.Join(nodes, ", "))
 	fmt.Fprintf(out, "\nTry any client:  tsconnect demo -- curl -sS http://web/\n")
 	return nil
 }

@@ -39,7 +39,8 @@ func TestDemo(t *testing.T) {
 		`3\. deny   GET http://secret-db/ through the HTTP proxy: 403 Forbidden ".*secret-db\.demo\.test:80.*not allowed`,
 		`4\. deny   SOCKS5 CONNECT secret-db:5432: connection not allowed by ruleset \(reply 0x02\)`,
 		`secret-db accepted 0 connections`,
-		`5\. leave  tsconnect-\S+ logged out and left the tailnet in \d+(\.\d+)?[mµ]?s; nodes now: secret-db, web\n`,
+		`5\. deny   Host: secret-db inside a SOCKS5 tunnel to web:80: 403 Forbidden "tsconnect: HTTP Host \\"secret-db\\": the tunnel is for web\.demo\.test; secret-db\.demo\.test is not allowed \(no rule matches\)"`,
+		`6\. leave  tsconnect-\S+ logged out and left the tailnet in \d+(\.\d+)?[mµ]?s; nodes now: secret-db, web\n`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("stdout lacks %q:\n%s", re, out)

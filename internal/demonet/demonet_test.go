@@ -322,7 +322,7 @@ func TestDemoCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"walkthrough", []string{"demo"}, "5. leave  "},
+		{"walkthrough", []string{"demo"}, "6. leave  "},
 		{"curl", []string{"demo", "--", "curl", "-sS", "http://web/"}, "hello from web via the tailnet\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
