@@ -113,7 +113,7 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	// on, and the exit status must be its own.
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
-	if co.isolate == "landlock" {
+	if co.isolate != "" { // landlock, the only tier (auto picks it)
 		ports := []int{s.proxyPort()}
 		for _, l := range fwds {
 			ports = append(ports, l.port())
@@ -188,14 +188,14 @@ type childFlags struct{ user, isolate string }
 // childOpts is what they say, checked before joining.
 type childOpts struct {
 	user    *connector.ChildUser // nil: tsconnect's own
-	isolate string               // "" or "landlock"
+	isolate string               // "", "landlock" or "auto" (which is landlock)
 }
 
 // addChildFlags adds --child-user and --isolate.
 func addChildFlags(fs *flagSet) *childFlags {
 	f := new(childFlags)
 	fs.StringVar(&f.user, "child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
-	fs.StringVar(&f.isolate, "isolate", "", "`landlock`: the command's TCP connect() reaches only the proxy's and the\nforwards' ports (Linux 6.7+), so a program that ignores the proxy fails at\nonce instead of reaching the host network; UDP is not covered")
+	fs.StringVar(&f.isolate, "isolate", "", "`landlock` (or auto, the best tier here): the command's TCP connect() reaches\nonly the proxy's and the forwards' ports (Linux 6.7+), so a program that\nignores the proxy fails at once instead of reaching the host network; UDP\nis not covered; 'tsconnect check --isolate' says whether it works here")
 	fs.section("Command")
 	return f
 }

@@ -54,16 +54,19 @@ func checkIsolate(sub, mode string) error {
 	switch mode {
 	case "":
 		return nil
-	case "landlock":
+	case "landlock", "auto": // auto: the best tier this machine has; landlock is the only one built
 	default:
-		return usageErrorf(sub, "--isolate %q: the mode this version has is landlock (network namespaces are not built yet)", mode)
+		return usageErrorf(sub, "--isolate %q: want landlock, or auto (the best this machine has; network namespaces are not built yet)", mode)
 	}
 	abi, err := landlockABI()
 	if err == nil && abi < 4 {
 		err = fmt.Errorf("Landlock ABI %d has no network rules: they need ABI 4 (Linux 6.7)", abi)
 	}
 	if err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("--isolate=landlock: %w", err),
+		if mode == "auto" {
+			err = fmt.Errorf("no tier works here: network namespaces are not built; landlock: %w", err)
+		}
+		return &exitError{code: exitUsage, err: fmt.Errorf("--isolate=%s: %w", mode, err),
 			hint: "without it, use the proxy (ALL_PROXY, HTTP(S)_PROXY) and --forward for programs that ignore proxies"}
 	}
 	return nil

@@ -50,7 +50,7 @@ func TestUsage(t *testing.T) {
 		{name: "nc proxy down", args: []string{"nc", "--proxy", "socks5h://" + closedAddr(t), "db:22"}, code: 1,
 			stderr: []string{"tsconnect: error: db:22: cannot reach the proxy at"}},
 		{name: "isolate: no such mode", args: []string{"run", "--isolate=netns", "--", "true"}, code: 2,
-			stderr: []string{`tsconnect: error: --isolate "netns": the mode this version has is landlock`}},
+			stderr: []string{`tsconnect: error: --isolate "netns": want landlock, or auto`}},
 		{name: "run without command", args: []string{"run"}, code: 2, stderr: []string{"tsconnect: error: no command to run", "tsconnect: hint: run 'tsconnect run --help'"}},
 		{name: "bad allow names the entry", args: []string{"run", "--allow", "web.corp.example,ex ample.com", "--", "true"}, code: 2,
 			stderr: []string{`tsconnect: error: --allow: entry 2 "ex ample.com": name has a space`, "tsconnect: hint: entries look like"}},
