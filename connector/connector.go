@@ -349,7 +349,11 @@ func Start(ctx context.Context, cfg Config) (_ *Connector, reterr error) {
 	if !cfg.KeepMemory {
 		c.stopTrim = holdTrimmer()
 	}
-	c.stopCtx = context.AfterFunc(ctx, func() { c.Close() })
+	// ctx may be cancelled already: the hook then runs at once, and must
+	// not read c.stopCtx (teardown does) before it is set.
+	set := make(chan struct{})
+	c.stopCtx = context.AfterFunc(ctx, func() { <-set; c.Close() })
+	close(set)
 	return c, nil
 }
 
