@@ -154,12 +154,7 @@ func (s *Stream) Feed(p []byte) ([]byte, error) {
 		case s.st == stPass:
 			return p, nil
 		case (s.st == stBody || s.st == stChunkData) && int64(len(p)) <= s.n:
-			s.n -= int64(len(p))
-			if s.n == 0 && s.st == stBody {
-				s.st = s.after
-			} else if s.n == 0 {
-				s.st = stChunkCRLF
-			}
+			s.skip(int64(len(p)))
 			return p, nil
 		}
 	} else if s.off > 0 {
@@ -218,6 +213,18 @@ func (s *Stream) waitingFor() string {
 	return "first line"
 }
 
+// skip passes n bytes of a body or chunk, at most what is left of it.
+func (s *Stream) skip(n int64) {
+	if s.n -= n; s.n > 0 {
+		return
+	}
+	if s.st == stBody {
+		s.st = s.after
+	} else {
+		s.st = stChunkCRLF
+	}
+}
+
 // step consumes what it can of b, a non-empty run of unreleased bytes:
 // how many bytes may be released, and a denial. 0 and nil: it needs more.
 func (s *Stream) step(b []byte) (int, *Denial) {
@@ -240,14 +247,7 @@ func (s *Stream) step(b []byte) (int, *Denial) {
 		return len(b), nil
 	case stBody, stChunkData:
 		n := min(int64(len(b)), s.n)
-		s.n -= n
-		if s.n == 0 {
-			if s.st == stBody {
-				s.st = s.after
-			} else {
-				s.st = stChunkCRLF
-			}
-		}
+		s.skip(n)
 		return int(n), nil
 	case stChunkCRLF:
 		if len(b) < 2 {
