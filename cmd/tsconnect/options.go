@@ -14,6 +14,7 @@ import (
 	"github.com/tsconnect/tsconnect/connector"
 	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/secrets"
+	"github.com/tsconnect/tsconnect/socks"
 )
 
 // joinOpts are the flags of every subcommand that joins the tailnet (run,
@@ -237,6 +238,8 @@ type proxyOpts struct {
 	metrics      string
 	metricsLn    net.Listener // bound by apply, before joining
 	tunnels      connector.TunnelPolicy
+	maxClients   int
+	perUser      int
 }
 
 func addProxyFlags(fs *flagSet) *proxyOpts {
@@ -247,6 +250,8 @@ func addProxyFlags(fs *flagSet) *proxyOpts {
 	fs.StringVar(&o.auditLog, "audit-log", "", "append one JSON line per connection (proxied, forwarded) to `file` (- for stderr)")
 	fs.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this loopback `address`\n(also on the control socket of 'up')")
 	fs.Var(&o.forwards, "forward", "`LOCAL=REMOTE`: listen on LOCAL (a loopback host:port, or a port) and\nforward each connection to REMOTE host:port through the tailnet,\nallowlist applied (a REMOTE it denies is refused at startup, exit 2);\nrepeatable. Example: 5432=db:5432")
+	fs.IntVar(&o.maxClients, "max-clients", socks.DefaultMaxConns, "proxy clients served at once; beyond it the one idle longest makes room, or a\nclient is refused (SOCKS5 0x01, HTTP 503)")
+	fs.IntVar(&o.perUser, "max-clients-per-user", 0, "proxy clients one uid (a local process's owner; else one IP) holds at once;\n0: three quarters of --max-clients; -1: no bound but --max-clients")
 	fs.BoolVar(&o.tunnels.Opaque, "opaque-tunnels", false, "do not check the TLS SNI and HTTP Host inside tunnels: a tunnel allowed to\none name may then reach any vhost of the reverse proxy behind it\n(a policy rule's \"opaque\" does this for that rule alone)")
 	fs.BoolVar(&o.tunnels.SameAddress, "same-address-vhosts", false, "let a tunnel carry another allowed name (SNI, Host) that resolves to the\naddress it reached; default: only the name it was opened for")
 	fs.BoolVar(&o.tunnels.RequireName, "require-sni", false, "refuse a TLS ClientHello without an SNI and an HTTP request without a\nHost inside tunnels (a reverse proxy sends them to its default vhost)")
@@ -299,7 +304,10 @@ func (o *proxyOpts) serveMetrics(s *session) func() {
 // sets cfg's audit log. The returned closer closes the audit log file, if
 // any.
 func (o *proxyOpts) config(sub string, cfg *connector.Config, sio stdio) (*connector.ProxyConfig, []forwardSpec, io.Closer, error) {
-	pc := &connector.ProxyConfig{Listen: o.listen}
+	if o.maxClients < 1 || o.perUser < -1 {
+		return nil, nil, nil, usageErrorf(sub, "--max-clients must be at least 1 and --max-clients-per-user at least -1 (got %d, %d)", o.maxClients, o.perUser)
+	}
+	pc := &connector.ProxyConfig{Listen: o.listen, MaxConns: o.maxClients, MaxConnsPerClient: o.perUser}
 	var fwds []forwardSpec
 	for _, v := range o.forwards {
 		for _, one := range strings.Split(v, ",") {
