@@ -18,6 +18,7 @@ import (
 	"tailscale.com/types/key"
 	"tailscale.com/types/netmap"
 
+	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/socks"
 )
 
@@ -233,10 +234,10 @@ func splitAddr(network, addr string) (string, uint16, error) {
 	return host, uint16(port), nil
 }
 
-// dial is Dial without the connection layer. It returns the canonical
-// host it checked and resolved, once known. count says whether to count
-// the name's decision in the rule hits.
-func (c *Connector) dial(ctx context.Context, host string, port uint16, count bool) (net.Conn, string, error) {
+// dial is Dial without the connection layer. It returns the allowlist's
+// decision; when it allowed, its Host is the canonical host resolved and
+// dialed. count says whether to count the decision in the rule hits.
+func (c *Connector) dial(ctx context.Context, host string, port uint16, count bool) (net.Conn, dnsfilter.Decision, error) {
 	// The allowlist decides on the name before anything is resolved: a
 	// denied name causes no DNS query and no packet. What is resolved is
 	// the canonical form it checked.
@@ -245,11 +246,12 @@ func (c *Connector) dial(ctx context.Context, host string, port uint16, count bo
 		c.flows.m.hit(d)
 	}
 	if err := d.Err(host, port); err != nil {
-		return nil, "", err
+		return nil, d, err
 	}
 	if d.Host != "" {
 		host = d.Host
 	}
+	d.Host = host
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout)
@@ -261,10 +263,10 @@ func (c *Connector) dial(ctx context.Context, host string, port uint16, count bo
 	if ip, err := netip.ParseAddr(host); err == nil {
 		ips = append(ips, ip.Unmap())
 	} else if ips, err = c.resolveName(ctx, host, host); err != nil {
-		return nil, host, err
+		return nil, d, err
 	}
 	conn, err := c.dialAddrs(ctx, host, ips, port)
-	return conn, host, err
+	return conn, d, err
 }
 
 // dialAddrs dials the first routable address of ips.

@@ -126,9 +126,9 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 		return fail(&net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connector: %w: %d in use", ErrTooManyConns, cap(f.slots))})
 	}
 	// The proxy's requests were decided, and counted, by its Check.
-	conn, canon, err := c.dial(ctx, host, port, o.req == nil)
-	if canon != "" {
-		rec.Host = canon
+	conn, d, err := c.dial(ctx, host, port, o.req == nil)
+	if d.Allow {
+		rec.Host = d.Host
 	}
 	if err != nil {
 		<-f.slots
@@ -157,7 +157,7 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 	// (vhost.go). The proxy's shared plain-http connections carry requests
 	// it checked one by one.
 	if o.protocol == ProtocolForward || o.req != nil && !o.req.Shared {
-		return c.inspect(fc, rec.Host, port, o.protocol == ProtocolForward), nil
+		return c.inspect(fc, d, port, o.protocol == ProtocolForward), nil
 	}
 	return fc, nil
 }

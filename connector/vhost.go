@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tsconnect/tsconnect/dnsfilter"
 	"github.com/tsconnect/tsconnect/internal/vhost"
 	"github.com/tsconnect/tsconnect/socks"
 )
@@ -67,15 +68,17 @@ type tunnelRefusal struct {
 
 func (e *tunnelRefusal) Error() string { return e.reason }
 
-// inspect wraps fc, a tunnel to host (canonical) on port, in the check,
-// unless it is off for it. forward: the client is a local forward's, which
-// names localhost or a loopback address for want of the real name.
-func (c *Connector) inspect(fc *flowConn, host string, port uint16, forward bool) net.Conn {
+// inspect wraps fc, a tunnel on port that d allowed (d.Host: canonical),
+// in the check, unless it is off for it. forward: the client is a local
+// forward's, which names localhost or a loopback address for want of the
+// real name.
+func (c *Connector) inspect(fc *flowConn, d dnsfilter.Decision, port uint16, forward bool) net.Conn {
 	tp := c.cfg.Tunnels
-	if tp.Opaque || c.cfg.Allow.Empty() || c.Check(host, port).Opaque {
+	if tp.Opaque || c.cfg.Allow.Empty() || d.Opaque {
 		return fc
 	}
-	ic := &inspectConn{Conn: fc, fc: fc, clientDone: make(chan struct{}), denied: make(chan struct{})}
+	host := d.Host
+	ic := &inspectConn{flowConn: fc, clientDone: make(chan struct{}), denied: make(chan struct{})}
 	_, ipErr := netip.ParseAddr(host)
 	dialed := netip.Addr{}
 	if ap, err := netip.ParseAddrPort(fc.RemoteAddr().String()); err == nil {
@@ -149,14 +152,14 @@ const lingerAfterDenial = 5 * time.Second
 // reply, then EOF once the client has closed its side (or an error after
 // lingerAfterDenial, which makes the splice close the client).
 type inspectConn struct {
-	net.Conn
-	fc *flowConn
+	*flowConn
 
-	s *vhost.Stream // nil once the stream passes or is refused; Write's alone
-	// wrote: bytes were forwarded, so the target may still be answering.
-	wrote bool
+	// Write's alone: the stream (nil once it passes or is refused),
+	// whether it was refused, and whether bytes were forwarded (so the
+	// target may still be answering).
+	s              *vhost.Stream
+	refused, wrote bool
 
-	once       sync.Once
 	denied     chan struct{} // closed on a denial; reply is set before
 	reply      []byte        // what Read returns after the target's end
 	clientDone chan struct{} // closed by CloseWrite or Close
@@ -164,17 +167,15 @@ type inspectConn struct {
 }
 
 func (ic *inspectConn) Write(p []byte) (int, error) {
-	if ic.s == nil {
-		select {
-		case <-ic.denied:
-			return len(p), nil // refused: discarded
-		default:
-			return ic.Conn.Write(p)
-		}
+	switch {
+	case ic.refused:
+		return len(p), nil // discarded
+	case ic.s == nil:
+		return ic.flowConn.Write(p)
 	}
 	out, err := ic.s.Feed(p)
 	if len(out) > 0 {
-		if _, werr := ic.Conn.Write(out); werr != nil {
+		if _, werr := ic.flowConn.Write(out); werr != nil {
 			return 0, werr
 		}
 		ic.wrote = true
@@ -182,7 +183,7 @@ func (ic *inspectConn) Write(p []byte) (int, error) {
 	var d *vhost.Denial
 	switch {
 	case errors.As(err, &d):
-		ic.s = nil
+		ic.s, ic.refused = nil, true
 		ic.deny(d)
 	case ic.s.Passthrough():
 		ic.s = nil
@@ -192,16 +193,13 @@ func (ic *inspectConn) Write(p []byte) (int, error) {
 
 // deny records d in the audit record and ends the target's part.
 func (ic *inspectConn) deny(d *vhost.Denial) {
-	var rule string
-	var tr *tunnelRefusal
-	ic.fc.mu.Lock()
-	rec := &ic.fc.rec
-	rec.Decision = socks.DecisionDeny
-	rec.Reason = d.Reason
-	if errors.As(d.Cause, &tr) {
-		rule = tr.rule
+	fc := ic.flowConn
+	fc.mu.Lock()
+	rec := &fc.rec
+	rec.Decision, rec.Reason, rec.Rule = socks.DecisionDeny, d.Reason, ""
+	if tr := (*tunnelRefusal)(nil); errors.As(d.Cause, &tr) {
+		rec.Rule = tr.rule
 	}
-	rec.Rule = rule
 	rec.Error = "refused inside the tunnel: " + d.Error()
 	switch d.Proto {
 	case vhost.ProtoTLS:
@@ -209,33 +207,33 @@ func (ic *inspectConn) deny(d *vhost.Denial) {
 	case vhost.ProtoHTTP, vhost.ProtoH2C:
 		rec.HTTPHost = d.Name
 	}
-	ic.fc.mu.Unlock()
+	fc.mu.Unlock()
 	ic.reply = d.Reply
 	close(ic.denied)
 	if !ic.wrote {
-		ic.fc.Close()
+		fc.Close()
 		return
 	}
-	ic.fc.CloseWrite()
-	time.AfterFunc(lingerAfterDenial, func() { ic.fc.Close() })
+	fc.CloseWrite()
+	time.AfterFunc(lingerAfterDenial, func() { fc.Close() })
 }
 
 func (ic *inspectConn) Read(p []byte) (int, error) {
 	select {
 	case <-ic.denied:
-		if ic.fc.isClosed() {
+		if ic.isClosed() {
 			return ic.readReply(p)
 		}
 	default:
 	}
-	n, err := ic.Conn.Read(p)
+	n, err := ic.flowConn.Read(p)
 	if err != nil {
 		select {
 		case <-ic.denied:
 			if n > 0 {
 				return n, nil
 			}
-			ic.fc.Close()
+			ic.flowConn.Close()
 			return ic.readReply(p)
 		default:
 		}
@@ -264,11 +262,11 @@ func (ic *inspectConn) CloseWrite() error {
 		ic.doneOnce.Do(func() { close(ic.clientDone) })
 		return nil
 	default:
-		return ic.fc.CloseWrite()
+		return ic.flowConn.CloseWrite()
 	}
 }
 
 func (ic *inspectConn) Close() error {
 	ic.doneOnce.Do(func() { close(ic.clientDone) })
-	return ic.fc.Close()
+	return ic.flowConn.Close()
 }
