@@ -301,6 +301,9 @@ func (c *Config) normalize() error {
 	if c.MaxConnsPerClient == 0 {
 		c.MaxConnsPerClient = c.MaxConns - c.MaxConns/4
 	}
+	if c.MaxConnsPerClient >= c.MaxConns {
+		c.MaxConnsPerClient = -1 // no bound MaxConns does not already set
+	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -425,7 +428,10 @@ func (s *Server) acceptLoop() {
 		}
 		delay = 0
 		s.st.accepted.Add(1)
-		cc := &clientConn{Conn: c, s: s, client: clientOf(c)}
+		cc := &clientConn{Conn: c, s: s}
+		if s.cfg.MaxConnsPerClient > 0 {
+			cc.client = clientOf(c) // a kernel lookup: only when there is a bound
+		}
 		cc.idleSince.Store(time.Now().UnixNano())
 		if why := s.admit(cc); why != nil {
 			select {
@@ -548,11 +554,16 @@ func (s *Server) admit(cc *clientConn) error {
 	return errTooManyConns
 }
 
-// takeClient counts cc against its client's bound, if below it.
+// takeClient counts cc against its client's bound, if below it; with no
+// bound, it counts nothing.
 func (s *Server) takeClient(cc *clientConn) bool {
+	max := s.cfg.MaxConnsPerClient
+	if max < 0 {
+		return true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if max := s.cfg.MaxConnsPerClient; max > 0 && max < s.cfg.MaxConns && s.perClient[cc.client] >= max {
+	if s.perClient[cc.client] >= max {
 		return false
 	}
 	s.perClient[cc.client]++
