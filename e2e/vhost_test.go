@@ -2,15 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -53,7 +46,10 @@ func vhostSetup(t *testing.T) (*world, *vhostWorld) {
 		bt := &onceT{T: t}
 		v := &vhostWorld{name: "vhosts." + tailnettest.BaseDomain}
 		dir := bt.TempDir()
-		v.ca = writeCerts(t, dir, v.name, adminName)
+		var err error
+		if v.ca, err = tailnettest.WriteCerts(dir, v.name, adminName); err != nil {
+			t.Fatal(err)
+		}
 		v.notesLog, v.adminLog = filepath.Join(dir, "notes.log"), filepath.Join(dir, "admin.log")
 		httpPort, tlsPort := freePort(t), freePort(t)
 		conf := fmt.Sprintf(`daemon off;
@@ -135,47 +131,6 @@ http {
 		t.Fatal("vhost setup failed in an earlier test")
 	}
 	return w, theVhosts
-}
-
-// writeCerts writes a CA and a certificate for each name, signed by it,
-// into dir (NAME.crt, NAME.key), and returns the CA file.
-func writeCerts(t *testing.T, dir string, names ...string) string {
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	write := func(file, typ string, der []byte) {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vhost test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	write("ca.crt", "CERTIFICATE", caDER)
-	for i, name := range names {
-		k := key()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(name+".crt", "CERTIFICATE", der)
-		kb, _ := x509.MarshalECPrivateKey(k)
-		write(name+".key", "EC PRIVATE KEY", kb)
-	}
-	return filepath.Join(dir, "ca.crt")
 }
 
 func lines(t *testing.T, file string) []string {
