@@ -34,20 +34,18 @@ func classify(b []byte) (kind int, done bool) {
 		return lineOther, true
 	}
 	method := string(b[start:i])
-	end := bytes.IndexByte(b[i:], '\n')
-	if end < 0 {
-		for _, c := range b[i:] {
-			if c < 0x20 && c != '\r' && c != '\t' || c == 0x7f {
-				return lineOther, true
-			}
-		}
-		return 0, false
+	line := b[i:]
+	end := bytes.IndexByte(line, '\n')
+	if end >= 0 {
+		line = line[:end]
 	}
-	line := b[i : i+end]
 	for _, c := range line {
 		if c < 0x20 && c != '\r' && c != '\t' || c == 0x7f {
 			return lineOther, true
 		}
+	}
+	if end < 0 {
+		return 0, false
 	}
 	f := strings.Fields(string(line))
 	switch {
@@ -329,6 +327,10 @@ func allToken(s string) bool {
 	}
 	return true
 }
+
+// mayStartRequest reports whether a stream whose next byte is c may be an
+// HTTP request: a method's first character, or an empty line before it.
+func mayStartRequest(c byte) bool { return isToken(c) || c == '\r' || c == '\n' }
 
 // isToken reports whether c is a tchar (RFC 9110).
 func isToken(c byte) bool {

@@ -239,7 +239,7 @@ func (s *Stream) step(b []byte) (int, *Denial) {
 		// The server may have switched protocols (a WebSocket frame never
 		// starts with a token character) or refused the upgrade and
 		// read the next request.
-		if isToken(b[0]) || b[0] == '\r' || b[0] == '\n' {
+		if mayStartRequest(b[0]) {
 			s.st = stHead
 			return s.head(b)
 		}
@@ -273,7 +273,7 @@ func (s *Stream) first(b []byte) (int, *Denial) {
 	case b[0] == 0x16: // a TLS handshake record
 		s.st, s.proto = stTLS, ProtoTLS
 		return s.clientHello(b)
-	case isToken(b[0]) || b[0] == '\r' || b[0] == '\n':
+	case mayStartRequest(b[0]):
 		kind, done := classify(b)
 		if !done {
 			return 0, nil
