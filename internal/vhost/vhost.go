@@ -13,7 +13,6 @@
 package vhost
 
 import (
-	"bytes"
 	"fmt"
 
 	"golang.org/x/net/http2/hpack"
@@ -323,8 +322,3 @@ func (s *Stream) check(name string) *Denial {
 	}
 	return nil
 }
-
-// indexCRLF is the index of the first "\r\n" in b, or -1.
-func indexCRLF(b []byte) int { return bytes.Index(b, crlf) }
-
-var crlf = []byte("\r\n")
