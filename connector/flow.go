@@ -38,6 +38,10 @@ const (
 	ProtocolDial       = "dial"        // Connector.Dial
 	ProtocolHTTPClient = "http-client" // Connector.HTTPClient
 	ProtocolForward    = "forward"     // Connector.Forward
+	// An isolated command's connections (Connector.ServeTUN), and the
+	// names its DNS server refused.
+	ProtocolIsolate    = "isolate"
+	ProtocolIsolateDNS = "isolate-dns"
 )
 
 // Defaults for the zero values of Config.MaxConns and Config.IdleTimeout.
@@ -156,7 +160,7 @@ func (c *Connector) dialFlow(ctx context.Context, o origin, network, addr string
 	// Tunnels carry what their client sends: the names inside are checked
 	// (vhost.go). The proxy's shared plain-http connections carry requests
 	// it checked one by one.
-	if o.protocol == ProtocolForward || o.req != nil && !o.req.Shared {
+	if o.protocol == ProtocolForward || o.protocol == ProtocolIsolate || o.req != nil && !o.req.Shared {
 		return c.inspect(fc, d, port, o.protocol == ProtocolForward), nil
 	}
 	return fc, nil

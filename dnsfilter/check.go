@@ -337,3 +337,55 @@ func (l *List) portDenied(i int, port uint16) Decision {
 }
 
 func malformed(reason string) Decision { return Decision{Reason: reason} }
+
+// CheckAnyPort is Check for a destination whose port is not known yet,
+// such as a DNS query: the decision of Check on the first port on which it
+// allows host, or its denial of host on every port (a name only deny
+// rules or rules with other ports match, an IP literal no CIDR rule
+// allows). Names must be absolute, as for Check.
+func (l *List) CheckAnyPort(host string) Decision {
+	first := l.Check(host, 1)
+	if first.Allow || first.Host == "" || l.Empty() {
+		return first
+	}
+	// The decision changes only where a matching rule's port range starts
+	// or ends: those ports, and 1, cover every case.
+	var ports []uint16
+	edges := func(r *rule) {
+		for _, p := range r.ports {
+			ports = append(ports, p.lo)
+			if p.hi < 65535 {
+				ports = append(ports, p.hi+1)
+			}
+		}
+	}
+	if a, err := netip.ParseAddr(first.Host); err == nil {
+		for _, i := range l.cidrs {
+			if l.rules[i].prefix.Contains(a) {
+				edges(&l.rules[i])
+			}
+		}
+	} else {
+		for _, i := range l.exact[first.Host] {
+			edges(&l.rules[i])
+		}
+		for i := 1; i < len(first.Host); i++ {
+			if first.Host[i] == '.' {
+				for _, j := range l.suffix[first.Host[i:]] {
+					edges(&l.rules[j])
+				}
+			}
+		}
+	}
+	denial := first
+	for _, p := range ports {
+		d := l.Check(host, p)
+		if d.Allow {
+			return d
+		}
+		if strings.HasPrefix(d.Rule, "!") && !strings.HasPrefix(denial.Rule, "!") {
+			denial = d // a deny rule says more than "port 1 not in …"
+		}
+	}
+	return denial
+}

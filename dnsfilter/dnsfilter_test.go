@@ -848,3 +848,32 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckAnyPort: a name is allowed when some port of it is, whatever
+// the rules' port ranges and deny entries.
+func TestCheckAnyPort(t *testing.T) {
+	l := MustParse("web.a.test:80,443, db.a.test:5432, !db.a.test:5000-6000, .b.test:8000-9000, !x.b.test:8000-8999, !.c.test, y.c.test, 100.64.0.0/10:22")
+	for _, tc := range []struct {
+		host string
+		want bool
+		rule string
+	}{
+		{"web.a.test", true, "web.a.test:80,443"},
+		{"db.a.test", false, "!db.a.test:5000-6000"},
+		{"q.b.test", true, ".b.test:8000-9000"},
+		{"x.b.test", true, ".b.test:8000-9000"}, // 9000 is left
+		{"y.c.test", false, "!.c.test"},
+		{"other.test", false, ""},
+		{"100.64.1.2", true, "100.64.0.0/10:22"},
+		{"192.0.2.1", false, ""},
+		{"bad..name", false, ""},
+	} {
+		d := l.CheckAnyPort(tc.host)
+		if d.Allow != tc.want || d.Rule != tc.rule {
+			t.Errorf("CheckAnyPort(%q) = %v %q (%s), want %v %q", tc.host, d.Allow, d.Rule, d.Reason, tc.want, tc.rule)
+		}
+	}
+	if d := (*List)(nil).CheckAnyPort("anything.test"); !d.Allow {
+		t.Errorf("empty list: %v", d)
+	}
+}

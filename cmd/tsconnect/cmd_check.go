@@ -79,12 +79,7 @@ func cmdCheck(ctx context.Context, args []string, sio stdio) int {
 		if fs.NArg() > 0 {
 			return sio.fail(usageErrorf("check", "--isolate takes no targets"))
 		}
-		if err := checkIsolate("check", "landlock"); err != nil {
-			fmt.Fprintf(sio.Out, "isolate: unavailable: %s\n", message(err))
-			return exitFailure
-		}
-		fmt.Fprintln(sio.Out, "isolate: landlock (TCP connect() limited to the proxy's and forwards' ports); network namespaces: not built")
-		return exitOK
+		return checkIsolateTiers(sio)
 	}
 	if fs.NArg() == 0 {
 		return sio.fail(usageErrorf("check", "no targets: tsconnect check [flags] TARGET…, e.g. https://grafana/ or db:5432"))
@@ -295,4 +290,33 @@ func printChecks(w io.Writer, results []checkResult) {
 			io.WriteString(w, "\n")
 		}
 	}
+}
+
+// checkIsolateTiers is check --isolate: a line per tier, what it does or
+// why it cannot work here, then the one auto picks.
+func checkIsolateTiers(sio stdio) int {
+	tiers := []struct {
+		name, what string
+		err        error
+	}{
+		{isolateNetns, "a network namespace whose only way out is tsconnect", netnsAvailable()},
+		{isolateLandlock, "TCP connect() limited to the proxy's and forwards' ports", landlockAvailable()},
+	}
+	best := ""
+	for _, t := range tiers {
+		if t.err != nil {
+			fmt.Fprintf(sio.Out, "isolate %-8s unavailable: %s\n", t.name+":", message(t.err))
+			continue
+		}
+		fmt.Fprintf(sio.Out, "isolate %-8s available (%s)\n", t.name+":", t.what)
+		if best == "" {
+			best = t.name
+		}
+	}
+	if best == "" {
+		fmt.Fprintln(sio.Out, "isolate: unavailable: use the proxy and --forward")
+		return exitFailure
+	}
+	fmt.Fprintf(sio.Out, "isolate=auto: %s\n", best)
+	return exitOK
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tsconnect/tsconnect/connector"
+	"github.com/tsconnect/tsconnect/secrets"
 )
 
 const runUsage = `Usage: tsconnect run [flags] -- COMMAND [ARGS…]
@@ -113,7 +114,9 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	// on, and the exit status must be its own.
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
-	if co.isolate != "" { // landlock, the only tier (auto picks it)
+	var netnsSock *os.File // --isolate=netns: the TUN device comes over it
+	switch co.isolate {
+	case isolateLandlock:
 		ports := []int{s.proxyPort()}
 		for _, l := range fwds {
 			ports = append(ports, l.port())
@@ -123,10 +126,21 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 			return sio.fail(&exitError{code: exitCannotExec, err: err})
 		}
 		cmd = &exec.Cmd{Path: shim, Args: args}
+	case isolateNetns:
+		cmd, netnsSock, err = netnsCommand(path, argv, co.user)
+		if err != nil {
+			return sio.fail(&exitError{code: exitCannotExec, err: err})
+		}
+		defer netnsSock.Close()
 	}
 	cmd.Env = s.c.Environ(nil)
+	if co.isolate == isolateNetns {
+		cmd.Env = netnsEnv()
+	}
 	if child := co.user; child != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: child.Credential}
+		if co.isolate != isolateNetns { // the shim takes the user itself, after setting up
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: child.Credential}
+		}
 		cmd.Env = childEnv(cmd.Env, child)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = sio.In, sio.Out, sio.Err
@@ -135,6 +149,15 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return sio.fail(&exitError{code: exitCannotExec, err: err})
+	}
+	if netnsSock != nil {
+		iso, err := serveNetns(s, cmd, netnsSock)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return sio.fail(&exitError{code: exitCannotExec, err: err})
+		}
+		defer iso.Close()
 	}
 	waitc := make(chan error, 1)
 	go func() { waitc <- cmd.Wait() }()
@@ -182,20 +205,36 @@ func exitStatus(ps *os.ProcessState, err error, sio stdio) int {
 	return ps.ExitCode()
 }
 
+// netnsEnv is the environment of a command in --isolate=netns: secrets
+// scrubbed, as always, and no proxy variables, tsconnect's or any other:
+// the namespace's loopback is its own, and no proxy outside is reachable.
+func netnsEnv() []string {
+	var out []string
+	for _, kv := range secrets.ScrubEnv(os.Environ()) {
+		name, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(name) {
+		case "ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // childFlags are the flags of the subcommands that run a command.
 type childFlags struct{ user, isolate string }
 
 // childOpts is what they say, checked before joining.
 type childOpts struct {
 	user    *connector.ChildUser // nil: tsconnect's own
-	isolate string               // "", "landlock" or "auto" (which is landlock)
+	isolate string               // the tier: "", isolateNetns or isolateLandlock
 }
 
 // addChildFlags adds --child-user and --isolate.
 func addChildFlags(fs *flagSet) *childFlags {
 	f := new(childFlags)
 	fs.StringVar(&f.user, "child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
-	fs.StringVar(&f.isolate, "isolate", "", "`landlock` (or auto, the best tier here): the command's TCP connect() reaches\nonly the proxy's and the forwards' ports (Linux 6.7+), so a program that\nignores the proxy fails at once instead of reaching the host network; UDP\nis not covered; 'tsconnect check --isolate' says whether it works here")
+	fs.StringVar(&f.isolate, "isolate", "", "`TIER`: make it impossible for the command to bypass the allowlist, even if\nit ignores the proxy variables. netns: it runs in a network namespace\nwhose only way out is tsconnect (its names resolve inside the tailnet,\nevery TCP connection is decided and audited; needs root, or user\nnamespaces and a usable /dev/net/tun). landlock: its TCP connect()\nreaches only the proxy's and the forwards' ports (Linux 6.7+; UDP not\ncovered). auto: the best tier this machine has. 'tsconnect check\n--isolate' says which work here")
 	fs.section("Command")
 	return f
 }
@@ -203,10 +242,12 @@ func addChildFlags(fs *flagSet) *childFlags {
 // lookupChild checks the flags before joining: --child-user resolved,
 // --isolate available.
 func lookupChild(sub string, f *childFlags) (childOpts, error) {
-	co := childOpts{isolate: f.isolate}
-	if err := checkIsolate(sub, f.isolate); err != nil {
+	var co childOpts
+	tier, err := resolveIsolate(sub, f.isolate)
+	if err != nil {
 		return co, err
 	}
+	co.isolate = tier
 	if f.user == "" {
 		return co, nil
 	}

@@ -49,27 +49,53 @@ func landlockABI() (int, error) {
 	return int(v), nil
 }
 
-// checkIsolate says, before joining, whether --isolate=MODE can work here.
-func checkIsolate(sub, mode string) error {
+// The isolation tiers, best first.
+const (
+	isolateNetns    = "netns"
+	isolateLandlock = "landlock"
+)
+
+// resolveIsolate says, before joining, which tier --isolate=MODE is on
+// this machine ("" for none asked), or why it cannot work.
+func resolveIsolate(sub, mode string) (string, error) {
+	fail := func(err error) (string, error) {
+		return "", &exitError{code: exitUsage, err: fmt.Errorf("--isolate=%s: %w", mode, err),
+			hint: "without it, use the proxy (ALL_PROXY, HTTP(S)_PROXY) and --forward for programs that ignore proxies; 'tsconnect check --isolate' says what each tier lacks here"}
+	}
 	switch mode {
 	case "":
-		return nil
-	case "landlock", "auto": // auto: the best tier this machine has; landlock is the only one built
-	default:
-		return usageErrorf(sub, "--isolate %q: want landlock, or auto (the best this machine has; network namespaces are not built yet)", mode)
+		return "", nil
+	case isolateNetns:
+		if err := netnsAvailable(); err != nil {
+			return fail(err)
+		}
+		return mode, nil
+	case isolateLandlock:
+		if err := landlockAvailable(); err != nil {
+			return fail(err)
+		}
+		return mode, nil
+	case "auto":
+		nerr := netnsAvailable()
+		if nerr == nil {
+			return isolateNetns, nil
+		}
+		lerr := landlockAvailable()
+		if lerr == nil {
+			return isolateLandlock, nil
+		}
+		return fail(fmt.Errorf("no tier works here: netns: %v; landlock: %v", nerr, lerr))
 	}
+	return "", usageErrorf(sub, "--isolate %q: want netns, landlock, or auto (the best this machine has)", mode)
+}
+
+// landlockAvailable says whether the kernel has Landlock network rules.
+func landlockAvailable() error {
 	abi, err := landlockABI()
 	if err == nil && abi < 4 {
 		err = fmt.Errorf("Landlock ABI %d has no network rules: they need ABI 4 (Linux 6.7)", abi)
 	}
-	if err != nil {
-		if mode == "auto" {
-			err = fmt.Errorf("no tier works here: network namespaces are not built; landlock: %w", err)
-		}
-		return &exitError{code: exitUsage, err: fmt.Errorf("--isolate=%s: %w", mode, err),
-			hint: "without it, use the proxy (ALL_PROXY, HTTP(S)_PROXY) and --forward for programs that ignore proxies"}
-	}
-	return nil
+	return err
 }
 
 // landlockCommand is the shim's command line for running path with argv

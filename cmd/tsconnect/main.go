@@ -42,11 +42,17 @@ const (
 var version = "dev"
 
 func main() {
-	if err := harden(); err != nil {
-		fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot disable core dumps: %v\n", err)
-	}
-	if err := wipeInitialEnviron(); err != nil {
-		fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot clear secrets from /proc/%d/environ: %v\n", os.Getpid(), err)
+	// The shims of run --isolate get no secret, and the netns relay must
+	// stay dumpable (see netnsRelayExec).
+	if shim := len(os.Args) > 1 && (os.Args[1] == landlockExecArg || os.Args[1] == netnsExecArg); !shim {
+		// Before harden: an undumpable process's /proc/self/mem is
+		// root's, so any other user could not open it to wipe.
+		if err := wipeInitialEnviron(); err != nil {
+			fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot clear secrets from /proc/%d/environ: %v\n", os.Getpid(), err)
+		}
+		if err := harden(); err != nil {
+			fmt.Fprintf(os.Stderr, "tsconnect: warning: cannot disable core dumps: %v\n", err)
+		}
 	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -104,6 +110,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case landlockExecArg: // run --isolate=landlock's shim, not a subcommand for people
 		return landlockExec(args[1:], sio)
+	case netnsExecArg: // run --isolate=netns's shim
+		return netnsExec(args[1:], sio)
 	case "-h", "-help", "--help":
 		fmt.Fprint(sio.Out, mainUsage())
 		return exitOK

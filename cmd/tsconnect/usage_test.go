@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -53,8 +56,8 @@ func TestUsage(t *testing.T) {
 			stderr: []string{"tsconnect: error: --max-clients must be at least 1 and --max-clients-per-user at least -1 (got 0, 0)"}},
 		{name: "max-clients-per-user -2", args: []string{"up", "--max-clients-per-user=-2"}, code: 2,
 			stderr: []string{"--max-clients-per-user at least -1 (got 2048, -2)"}},
-		{name: "isolate: no such mode", args: []string{"run", "--isolate=netns", "--", "true"}, code: 2,
-			stderr: []string{`tsconnect: error: --isolate "netns": want landlock, or auto`}},
+		{name: "isolate: no such mode", args: []string{"run", "--isolate=vm", "--", "true"}, code: 2,
+			stderr: []string{`tsconnect: error: --isolate "vm": want netns, landlock, or auto`}},
 		{name: "run without command", args: []string{"run"}, code: 2, stderr: []string{"tsconnect: error: no command to run", "tsconnect: hint: run 'tsconnect run --help'"}},
 		{name: "bad allow names the entry", args: []string{"run", "--allow", "web.corp.example,ex ample.com", "--", "true"}, code: 2,
 			stderr: []string{`tsconnect: error: --allow: entry 2 "ex ample.com": name has a space`, "tsconnect: hint: entries look like"}},
@@ -172,16 +175,81 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-// TestCheckIsolate: check --isolate says which tier works here, agreeing
-// with what run --isolate=landlock would decide before joining.
+// TestCheckIsolate: check --isolate says which tiers work here, agreeing
+// with what run --isolate would decide before joining: as root with a TUN
+// device, netns; Landlock where the kernel has ABI 4.
 func TestCheckIsolate(t *testing.T) {
 	p := tsc(t, nil, "check", "--isolate")
 	out := p.stdout.String()
-	if err := checkIsolate("check", "landlock"); err == nil {
-		if p.code != 0 || !strings.HasPrefix(out, "isolate: landlock (") {
-			t.Errorf("Landlock is here: exit %d, %q", p.code, out)
+	t.Logf("exit %d\n%s%s", p.code, out, p.stderr.String())
+	_, tunErr := os.Stat("/dev/net/tun")
+	netns := os.Geteuid() == 0 && tunErr == nil
+	landlock := landlockAvailable() == nil
+	for _, c := range []struct {
+		tier string
+		ok   bool
+	}{{"netns", netns}, {"landlock", landlock}} {
+		want := "isolate " + c.tier + ":"
+		if c.ok {
+			want += " available ("
 		}
-	} else if p.code != 1 || !strings.HasPrefix(out, "isolate: unavailable: ") {
-		t.Errorf("no Landlock (%v): exit %d, %q", err, p.code, out)
+		if line := lineWith(out, "isolate "+c.tier+":"); !strings.HasPrefix(strings.Join(strings.Fields(line), " "), want) {
+			t.Errorf("%s: %q, want it to start %q", c.tier, line, want)
+		}
+	}
+	switch {
+	case netns && (p.code != 0 || !strings.Contains(out, "isolate=auto: netns\n")):
+		t.Errorf("auto should pick netns: exit %d", p.code)
+	case !netns && landlock && (p.code != 0 || !strings.Contains(out, "isolate=auto: landlock\n")):
+		t.Errorf("auto should pick landlock: exit %d", p.code)
+	case !netns && !landlock && p.code != 1:
+		t.Errorf("no tier: exit %d, want 1", p.code)
+	}
+}
+
+func lineWith(s, prefix string) string {
+	for line := range strings.Lines(s) {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+// TestCheckIsolateAsUser: for a user other than root the netns tier goes
+// through the relay, which makes a user namespace; on a machine whose
+// /dev/net/tun only root may open (this one) the probe gets that far and
+// names the device, not the namespace, as what is missing.
+func TestCheckIsolateAsUser(t *testing.T) {
+	fi, err := os.Stat("/dev/net/tun")
+	if os.Geteuid() != 0 || err != nil {
+		t.Skip("needs root (to run as nobody) and /dev/net/tun")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's own parent
+	bin := filepath.Join(dir, "tsconnect")
+	b, err := os.ReadFile(tsconnectBin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "check", "--isolate")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	t.Logf("as nobody (%v):\n%s", err, out)
+	line := strings.Join(strings.Fields(lineWith(string(out), "isolate netns:")), " ")
+	want := "isolate netns: available ("
+	if fi.Mode().Perm()&0o006 != 0o006 {
+		want = "isolate netns: unavailable: /dev/net/tun: permission denied"
+	}
+	if !strings.HasPrefix(line, want) {
+		t.Errorf("got %q, want it to start %q", line, want)
+	}
+	if strings.Contains(string(out), "warning") {
+		t.Errorf("warnings as another user:\n%s", out)
 	}
 }

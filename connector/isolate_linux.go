@@ -1,0 +1,331 @@
+package connector
+
+// The network of an isolated command (tsconnect run --isolate=netns): a
+// network namespace whose only interfaces are lo and a TUN device whose
+// other end is here. Its packets go into a userspace network stack of
+// their own (gVisor's, as the tailnet node's is); every TCP connection the
+// command opens is terminated there and opened again through the
+// connection layer (dialFlow), so it is allowed, denied, inspected and
+// audited exactly as the same connection through the proxy. A DNS server
+// on the TUN side answers names the allowlist allows with an address of
+// its own, one per name, so the connection's name is known however the
+// command connects: that address, not the tailnet one, is what the
+// command sees. Nothing else is served: no route leaves the namespace.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tsconnect/tsconnect/socks"
+)
+
+// The addresses of an isolated namespace: the command's own (on the TUN
+// device, with a default route through it), the DNS server's, and the
+// range names are given addresses from. They are from 198.18.0.0/15
+// (RFC 2544), which no tailnet and no LAN uses.
+var (
+	IsolatedAddr   = netip.MustParsePrefix("198.18.0.2/15")
+	IsolatedDNS    = netip.MustParseAddr("198.18.0.1")
+	isolatedPool   = netip.MustParsePrefix("198.19.0.0/16")
+	isolatedTTL    = uint32(5)
+	isolatedNIC    = tcpip.NICID(1)
+	IsolatedDevice = "tsc0"
+)
+
+// IsolatedMTU is the TUN device's MTU: large, so that a bulk transfer
+// costs few packets on both sides of it.
+const IsolatedMTU = 65520
+
+// IsolateOptions configure ServeTUN.
+type IsolateOptions struct {
+	// DeniedRcode is the DNS answer for a name the allowlist denies on
+	// every port: dnsmessage.RCodeNameError (NXDOMAIN, the zero value's
+	// meaning) so tools fail at once, or RCodeRefused.
+	DeniedRcode dnsmessage.RCode
+}
+
+// Isolated is the network of one isolated namespace, served by ServeTUN.
+type Isolated struct {
+	c    *Connector
+	opts IsolateOptions
+	tun  *os.File
+	s    *stack.Stack
+	dns  *gonet.UDPConn
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	names map[string]netip.Addr // canonical name -> its address in the pool
+	addrs map[netip.Addr]string
+	next  uint32
+}
+
+// ServeTUN serves the network of an isolated namespace on tun, a TUN
+// device (IFF_TUN|IFF_NO_PI, MTU IsolatedMTU) whose namespace has
+// IsolatedAddr on it, a default route through it and IsolatedDNS as its
+// only nameserver (see ResolvConf). ServeTUN owns tun; Close ends it.
+func (c *Connector) ServeTUN(tun *os.File, opts IsolateOptions) (*Isolated, error) {
+	if opts.DeniedRcode == 0 {
+		opts.DeniedRcode = dnsmessage.RCodeNameError
+	}
+	ep, err := fdbased.New(&fdbased.Options{
+		FDs: []int{int(tun.Fd())},
+		MTU: IsolatedMTU,
+		// The kernel sends a TUN device packets whose checksums it
+		// computed; what the stack sends back it checks.
+		RXChecksumOffload: true,
+	})
+	if err != nil {
+		tun.Close()
+		return nil, fmt.Errorf("connector: isolated network: %w", err)
+	}
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	iso := &Isolated{c: c, opts: opts, tun: tun, s: s, names: map[string]netip.Addr{}, addrs: map[netip.Addr]string{}}
+	iso.ctx, iso.stop = context.WithCancel(context.Background())
+	fail := func(what string, e tcpip.Error) (*Isolated, error) {
+		iso.Close()
+		return nil, fmt.Errorf("connector: isolated network: %s: %v", what, e)
+	}
+	sack := tcpip.TCPSACKEnabled(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	if e := s.CreateNIC(isolatedNIC, ep); e != nil {
+		return fail("NIC", e)
+	}
+	// Every address is the stack's: a connection to any of them is
+	// terminated here and decided by the connection layer.
+	s.SetPromiscuousMode(isolatedNIC, true)
+	s.SetSpoofing(isolatedNIC, true)
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: isolatedNIC},
+		{Destination: header.IPv6EmptySubnet, NIC: isolatedNIC},
+	})
+	dnsAddr := tcpip.AddrFrom4(IsolatedDNS.As4())
+	if e := s.AddProtocolAddress(isolatedNIC, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: dnsAddr.WithPrefix()}, stack.AddressProperties{}); e != nil {
+		return fail("DNS address", e)
+	}
+	fwd := tcp.NewForwarder(s, 0, 1024, iso.accept)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	dns, err := gonet.DialUDP(s, &tcpip.FullAddress{NIC: isolatedNIC, Addr: dnsAddr, Port: 53}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		iso.Close()
+		return nil, fmt.Errorf("connector: isolated network: DNS server: %w", err)
+	}
+	iso.dns = dns
+	iso.wg.Add(1)
+	go iso.serveDNS()
+	return iso, nil
+}
+
+// ResolvConf is the resolv.conf of an isolated namespace: its DNS server,
+// and the tailnet's MagicDNS suffix to search, so short names work.
+func (c *Connector) ResolvConf() string {
+	conf := "# tsconnect run --isolate: names resolve inside the tailnet, as the allowlist allows\nnameserver " + IsolatedDNS.String() + "\n"
+	if v := c.view.load(); v != nil && v.suffix != "" {
+		conf += "search " + v.suffix + "\n"
+	}
+	return conf + "options ndots:1 attempts:1 timeout:5\n"
+}
+
+// Close stops serving: the namespace's connections end.
+func (iso *Isolated) Close() error {
+	iso.stop()
+	if iso.dns != nil {
+		iso.dns.Close()
+	}
+	iso.s.RemoveNIC(isolatedNIC) // stops fdbased's readers, and waits for them
+	iso.s.Close()
+	iso.wg.Wait()
+	iso.s.Wait()
+	return iso.tun.Close()
+}
+
+// accept is a SYN from the namespace: the connection is dialed through the
+// connection layer first, and the command's handshake completes only if
+// that worked; else it gets a RST at once.
+func (iso *Isolated) accept(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst := addrOf(id.LocalAddress)
+	host := dst.String()
+	if isolatedPool.Contains(dst) {
+		iso.mu.Lock()
+		name, ok := iso.addrs[dst]
+		iso.mu.Unlock()
+		if !ok {
+			r.Complete(true)
+			iso.c.flows.record(AuditRecord{
+				Time: time.Now().UTC().Format(time.RFC3339Nano), Client: clientOf(id), Protocol: ProtocolIsolate,
+				Host: host, Port: id.LocalPort, Decision: socks.DecisionDeny,
+				Reason: "an address tsconnect's DNS server never handed out",
+			}, time.Time{})
+			return
+		}
+		host = name
+	}
+	o := origin{protocol: ProtocolIsolate, client: clientOf(id)}
+	remote, err := iso.c.dialFlow(iso.ctx, o, "tcp", net.JoinHostPort(host, strconv.Itoa(int(id.LocalPort))))
+	if err != nil {
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, e := r.CreateEndpoint(&wq)
+	if e != nil {
+		r.Complete(true)
+		remote.Close()
+		return
+	}
+	r.Complete(false)
+	local := gonet.NewTCPConn(&wq, ep)
+	socks.Splice(local, remote) // the flow's audit record has the outcome
+	local.Close()
+	remote.Close()
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip.Unmap()
+}
+
+func clientOf(id stack.TransportEndpointID) string {
+	return netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort).String()
+}
+
+// serveDNS answers the namespace's queries, one at a time: each is
+// answered from the network map or, for split-DNS names, by a query
+// through the tailnet, as Dial resolves.
+func (iso *Isolated) serveDNS() {
+	defer iso.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := iso.dns.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := append([]byte(nil), buf[:n]...)
+		iso.wg.Add(1)
+		go func() {
+			defer iso.wg.Done()
+			if answer := iso.answer(q, from.String()); answer != nil {
+				iso.dns.WriteTo(answer, from)
+			}
+		}()
+	}
+}
+
+// answer is the reply to one query, nil for what is not one.
+func (iso *Isolated) answer(query []byte, client string) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil || h.Response {
+		return nil
+	}
+	q, err := p.Question()
+	reply := dnsmessage.Message{Header: dnsmessage.Header{
+		ID: h.ID, Response: true, OpCode: h.OpCode, RecursionDesired: h.RecursionDesired,
+		RecursionAvailable: true, Authoritative: true,
+	}}
+	if err != nil || h.OpCode != 0 {
+		reply.RCode = dnsmessage.RCodeFormatError
+		if h.OpCode != 0 {
+			reply.RCode = dnsmessage.RCodeNotImplemented
+		}
+		out, _ := reply.Pack()
+		return out
+	}
+	reply.Questions = []dnsmessage.Question{q}
+	reply.RCode = iso.lookup(q, client, &reply.Answers)
+	out, err := reply.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// lookup fills in the answer to q and returns its rcode.
+func (iso *Isolated) lookup(q dnsmessage.Question, client string, answers *[]dnsmessage.Resource) dnsmessage.RCode {
+	name := strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")
+	if q.Class != dnsmessage.ClassINET || name == "" {
+		return dnsmessage.RCodeNameError
+	}
+	c := iso.c
+	host := c.expand(name)
+	d := c.cfg.Allow.CheckAnyPort(host)
+	if !d.Allow {
+		if d.Host != "" && q.Type != dnsmessage.TypeAAAA && !strings.HasSuffix(host, ".arpa") { // one record per lookup, not per A and AAAA
+			c.flows.m.hit(d)
+			c.flows.record(AuditRecord{
+				Time: time.Now().UTC().Format(time.RFC3339Nano), Client: client, Protocol: ProtocolIsolateDNS,
+				Host: d.Host, Decision: socks.DecisionDeny, Rule: d.Rule, Reason: d.Reason,
+			}, time.Time{})
+		}
+		return iso.opts.DeniedRcode
+	}
+	if _, err := netip.ParseAddr(d.Host); err == nil {
+		return dnsmessage.RCodeNameError // an address is no name
+	}
+	ctx, cancel := context.WithTimeout(iso.ctx, c.cfg.DialTimeout)
+	defer cancel()
+	if _, err := c.Resolve(ctx, d.Host); err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			return dnsmessage.RCodeNameError
+		}
+		return dnsmessage.RCodeServerFailure
+	}
+	if q.Type != dnsmessage.TypeA {
+		return dnsmessage.RCodeSuccess // the name exists; it has an IPv4 address only, here
+	}
+	addr, ok := iso.addrFor(d.Host)
+	if !ok {
+		return dnsmessage.RCodeServerFailure
+	}
+	*answers = append(*answers, dnsmessage.Resource{
+		Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: isolatedTTL},
+		Body:   &dnsmessage.AResource{A: addr.As4()},
+	})
+	return dnsmessage.RCodeSuccess
+}
+
+// addrFor is name's address in the pool, given out the first time it is
+// asked for and kept while the namespace lives; false once the pool is
+// spent.
+func (iso *Isolated) addrFor(name string) (netip.Addr, bool) {
+	iso.mu.Lock()
+	defer iso.mu.Unlock()
+	if a, ok := iso.names[name]; ok {
+		return a, true
+	}
+	if iso.next >= 1<<16-2 {
+		return netip.Addr{}, false
+	}
+	iso.next++
+	base := isolatedPool.Addr().As4()
+	a := netip.AddrFrom4([4]byte{base[0], base[1], byte(iso.next >> 8), byte(iso.next)})
+	iso.names[name], iso.addrs[a] = a, name
+	return a, true
+}

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tsconnect/tsconnect/internal/tailnettest"
+)
+
+// TestIsolateNetns: under run --isolate=netns, programs that know nothing
+// of proxies reach the allowed services by name — curl told to ignore
+// proxies, bash's /dev/tcp, psql with no --forward — and nothing else: a
+// denied name does not resolve, an allowed name on a denied port, a
+// TEST-NET address and a raw tailnet address are refused at once with a
+// RST, each audited. The namespace has lo and tsconnect's TUN device only.
+func TestIsolateNetns(t *testing.T) {
+	w := setup(t)
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	base := tailnettest.BaseDomain
+	dbIP := w.db.IP4.String()
+	script := `set +e
+echo "== links"; ip -o link | awk '{print $2}' | tr '\n' ' '; echo
+echo "== env"; env | grep -ci _proxy
+echo "== getent"; getent hosts web | awk '{print $2}'
+echo "== curl"; curl -sS --noproxy '*' --max-time 20 http://web/; echo
+echo "== bash"; bash -c 'exec 3<>/dev/tcp/web/80 && printf "GET / HTTP/1.0\r\nHost: web\r\n\r\n" >&3 && tail -n1 <&3'; echo
+echo "== psql"; psql -h db.` + base + ` -U postgres -Atc 'select 6*7'
+echo "== denied-name"; curl -sS --max-time 20 http://kapi/ 2>&1; echo "exit $?"
+echo "== denied-port"; curl -sS --max-time 20 http://web:8080/ 2>&1; echo "exit $?"
+echo "== testnet"; curl -sS --max-time 20 http://192.0.2.1/ 2>&1; echo "exit $?"
+echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "exit $?"
+`
+	r := w.tsconnect(t, nil, "run", "--isolate=netns", "--audit-log", audit,
+		"--allow=web."+base+":80,db."+base+":5432", "--", "sh", "-c", script)
+	t.Logf("exit %d in %v\n%s\nstderr:\n%s", r.code, r.took, r.stdout, r.stderr)
+	sec := sections(r.stdout)
+	if got := sec["links"]; got != "lo: "+"tsc0: " && got != "lo: tsc0:" {
+		t.Errorf("interfaces in the namespace: %q, want lo and tsc0 only", got)
+	}
+	if sec["env"] != "0" {
+		t.Errorf("proxy variables in the namespace: %s", sec["env"])
+	}
+	if sec["getent"] != "web."+base && sec["getent"] != "web" {
+		t.Errorf("getent hosts web: %q", sec["getent"])
+	}
+	for _, s := range []string{"curl", "bash"} {
+		if !strings.HasPrefix(sec[s], "hello from web") {
+			t.Errorf("%s to web: %q", s, sec[s])
+		}
+	}
+	if sec["psql"] != "42" {
+		t.Errorf("psql -h db: %q", sec["psql"])
+	}
+	for s, want := range map[string]string{
+		"denied-name": "exit 6", // could not resolve
+		"denied-port": "exit 7", // connection refused (RST)
+		"testnet":     "exit 7",
+		"raw-ip":      "exit 7",
+	} {
+		if !strings.HasSuffix(sec[s], want) {
+			t.Errorf("%s: %q, want %s", s, sec[s], want)
+		}
+	}
+	b, err := os.ReadFile(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	for _, want := range []string{
+		`"protocol":"isolate","host":"web.` + base + `","port":80,`,
+		`"protocol":"isolate","host":"db.` + base + `","port":5432,`,
+		`"protocol":"isolate-dns","host":"kapi.` + base + `","port":0,"resolved":"","decision":"deny"`,
+		`"protocol":"isolate","host":"web.` + base + `","port":8080,"resolved":"","decision":"deny"`,
+		`"protocol":"isolate","host":"192.0.2.1","port":80,"resolved":"","decision":"deny"`,
+		`"protocol":"isolate","host":"` + dbIP + `","port":5432,"resolved":"","decision":"deny"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("audit log has no %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("audit log:\n%s", log)
+	}
+}
+
+// sections splits a script's output at its "== NAME" lines.
+func sections(out string) map[string]string {
+	m := map[string]string{}
+	name := ""
+	for line := range strings.Lines(out) {
+		if n, ok := strings.CutPrefix(line, "== "); ok {
+			name = strings.TrimSpace(n)
+			continue
+		}
+		m[name] = strings.TrimSpace(m[name] + "\n" + strings.TrimRight(line, "\n"))
+	}
+	return m
+}
