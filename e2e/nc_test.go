@@ -71,7 +71,8 @@ func startSSHD(t *testing.T) (port int, hostPub, userKey string) {
 // (known_hosts names "sshbox", not 127.0.0.1 as a --forward would need);
 // the tunnel is the proxy's, allowed and audited; a destination the
 // allowlist denies fails at once with the reason and exit 1. The same
-// works under --isolate=landlock.
+// works under --isolate=landlock, and under --isolate=netns plain ssh
+// does, with no ProxyCommand.
 func TestSSHThroughNC(t *testing.T) {
 	w := setup(t)
 	port, hostPub, key := startSSHD(t)
@@ -100,7 +101,18 @@ echo "ssh: exit $?"
 	if !strings.Contains(r2.stdout, "over ssh\nssh: exit 0") || !strings.Contains(r2.stdout, "denied: exit 1") {
 		t.Errorf("ssh through tsconnect nc under --isolate=landlock: %q\n%s", r2.stdout, r2.stderr)
 	}
+	// Under --isolate=netns, ssh needs no ProxyCommand: sshbox resolves
+	// in the namespace, and the connection goes through tsconnect.
+	plain := `ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$KH" -i "$KEY" root@sshbox 'echo hello over plain ssh'; echo "ssh: exit $?"`
+	r3 := w.tsconnect(t, []string{"KH=" + kh, "KEY=" + key}, "run", "--isolate=netns", "--audit-log", audit,
+		"--allow=sshbox."+tailnettest.BaseDomain+":22", "--", "sh", "-c", plain)
+	if !strings.Contains(r3.stdout, "hello over plain ssh\nssh: exit 0") {
+		t.Errorf("plain ssh under --isolate=netns: %q\n%s", r3.stdout, r3.stderr)
+	}
 	b, _ := os.ReadFile(audit)
+	if !strings.Contains(string(b), `"protocol":"isolate","host":"sshbox.`+tailnettest.BaseDomain+`","port":22`) {
+		t.Errorf("no isolate audit line for sshbox:22:\n%s", b)
+	}
 	if !strings.Contains(string(b), `"protocol":"socks5","host":"sshbox.`+tailnettest.BaseDomain+`","port":22`) || !strings.Contains(string(b), `"decision":"allow"`) {
 		t.Errorf("no allowed socks5 audit line for sshbox:22:\n%s", b)
 	}

@@ -68,6 +68,11 @@ func TestDemoCommand(t *testing.T) {
 		{"wider allowlist", []string{"--allow", ".demo.test", "--", "curl", "-sS", "http://secret-db/"}, 0, "secret-db: this service is not on the allowlist"},
 		{"forward", []string{"--forward", "127.0.0.1:0=web:80", "--", "sh", "-c", "exit 0"}, 0, ""},
 		{"exit status", []string{"--", "sh", "-c", "exit 7"}, 7, ""},
+		// --isolate=netns: a client told to ignore proxies still reaches
+		// web (by its short name, through the namespace's resolver), and
+		// secret-db does not resolve.
+		{"isolate netns", []string{"--isolate=netns", "--", "sh", "-c", `curl -sS --noproxy '*' http://web/; curl -sS http://secret-db/ 2>&1; echo "exit $?"`}, 0,
+			"hello from web via the tailnet\ncurl: (6) Could not resolve host: secret-db\nexit 6"},
 		// --timeout bounds starting only: a command still running when it
 		// has passed keeps its proxy. (The child sleeps the whole timeout,
 		// which began before the join, so it is past the deadline.)
