@@ -11,7 +11,8 @@ import (
 
 // TestIsolateNetns: under run --isolate=netns, programs that know nothing
 // of proxies reach the allowed services by name — curl told to ignore
-// proxies, bash's /dev/tcp, psql with no --forward — and nothing else: a
+// proxies, bash's /dev/tcp, a Go program with no proxy support, psql
+// with no --forward — and nothing else: a
 // denied name does not resolve, an allowed name on a denied port, a
 // TEST-NET address and a raw tailnet address are refused at once with a
 // RST, each audited. The namespace has lo and tsconnect's TUN device only.
@@ -20,12 +21,17 @@ func TestIsolateNetns(t *testing.T) {
 	audit := filepath.Join(t.TempDir(), "audit.jsonl")
 	base := tailnettest.BaseDomain
 	dbIP := w.db.IP4.String()
+	goProg := filepath.Join(t.TempDir(), "noproxy")
+	if err := tailnettest.GoBuild(goProg, "./testdata/noproxy", "CGO_ENABLED=0"); err != nil {
+		t.Fatal(err)
+	}
 	script := `set +e
 echo "== links"; ip -o link | awk '{print $2}' | tr '\n' ' '; echo
 echo "== env"; env | grep -ci _proxy
 echo "== getent"; getent hosts web | awk '{print $2}'
 echo "== curl"; curl -sS --noproxy '*' --max-time 20 http://web/; echo
 echo "== bash"; bash -c 'exec 3<>/dev/tcp/web/80 && printf "GET / HTTP/1.0\r\nHost: web\r\n\r\n" >&3 && tail -n1 <&3'; echo
+echo "== go"; ` + goProg + ` http://web.` + base + `/
 echo "== psql"; psql -h db.` + base + ` -U postgres -Atc 'select 6*7'
 echo "== denied-name"; curl -sS --max-time 20 http://kapi/ 2>&1; echo "exit $?"
 echo "== denied-port"; curl -sS --max-time 20 http://web:8080/ 2>&1; echo "exit $?"
@@ -46,7 +52,7 @@ echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "e
 	if sec["getent"] != "web."+base && sec["getent"] != "web" {
 		t.Errorf("getent hosts web: %q", sec["getent"])
 	}
-	for _, s := range []string{"curl", "bash"} {
+	for _, s := range []string{"curl", "bash", "go"} {
 		if !strings.HasPrefix(sec[s], "hello from web") {
 			t.Errorf("%s to web: %q", s, sec[s])
 		}
