@@ -135,7 +135,7 @@ func (rep *Report) Markdown(command string) string {
 	var b strings.Builder
 	cols := []struct{ key, title string }{
 		{ColRaw, "raw loopback"}, {ColTSNet, "tsnet Dial (in-process)"},
-		{ColTSConnectSOCKS5, "tsconnect SOCKS5"}, {ColTSConnectCONNECT, "tsconnect CONNECT"},
+		{ColTSConnectSOCKS5, "tsconnect SOCKS5"}, {ColTSConnectCONNECT, "tsconnect CONNECT"}, {ColTSConnectIsolate, "tsconnect --isolate=netns"},
 		{ColTailscaledSOCKS5, "tailscaled SOCKS5"}, {ColTailscaledCONNECT, "tailscaled CONNECT"},
 	}
 	byCol := map[string]*Result{}

@@ -31,7 +31,7 @@ const (
 )
 
 // AllColumns are the columns a run measures by default.
-var AllColumns = []string{ColRaw, ColTSNet, ColTSConnectSOCKS5, ColTSConnectCONNECT, ColTailscaledSOCKS5, ColTailscaledCONNECT}
+var AllColumns = []string{ColRaw, ColTSNet, ColTSConnectSOCKS5, ColTSConnectCONNECT, ColTSConnectIsolate, ColTailscaledSOCKS5, ColTailscaledCONNECT}
 
 // serverPort is the bench server's port on the tailnet.
 const serverPort = 7000
@@ -263,7 +263,7 @@ func (r *runner) column(ctx context.Context, col string) *Result {
 		r.measure(ctx, res, tcpDialer(r.rawAddr), 0)
 	case ColTSNet:
 		r.tsnetColumn(ctx, res)
-	case ColTSConnectSOCKS5, ColTSConnectCONNECT, ColTailscaledSOCKS5, ColTailscaledCONNECT:
+	case ColTSConnectSOCKS5, ColTSConnectCONNECT, ColTSConnectIsolate, ColTailscaledSOCKS5, ColTailscaledCONNECT:
 		r.procColumn(ctx, res)
 	default:
 		res.fail(fmt.Errorf("bench: unknown column %q", col))
@@ -352,7 +352,20 @@ func (r *runner) procColumn(ctx context.Context, res *Result) {
 	var dial Dialer
 	var p *proc
 	t0 := time.Now()
-	if strings.HasPrefix(res.Column, "tsconnect") {
+	if res.Column == ColTSConnectIsolate {
+		var addr string
+		p, addr, err = startIsolated(ctx, r.tsconnect, dir, r.ctl.URL, key, name, r.target, r.cfg.TSFlags...)
+		if err == nil {
+			var child int
+			if child, err = isolatedChild(p.pid()); err == nil {
+				var stop func()
+				_, port, _ := net.SplitHostPort(r.target)
+				if dial, stop, err = netnsDialer(child, net.JoinHostPort(addr, port)); err == nil {
+					defer stop()
+				}
+			}
+		}
+	} else if strings.HasPrefix(res.Column, "tsconnect") {
 		// The allowlist names exactly the bench server: the policy check runs
 		// on every connection, as in real use.
 		p, err = startTSConnect(r.tsconnect, dir, r.ctl.URL, key, socks, name, r.target, nil, r.cfg.TSFlags...)
