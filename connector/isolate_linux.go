@@ -40,31 +40,6 @@ import (
 	"github.com/tsconnect/tsconnect/socks"
 )
 
-// The addresses of an isolated namespace: the command's own (on the TUN
-// device, with a default route through it), the DNS server's, and the
-// range names are given addresses from. They are from 198.18.0.0/15
-// (RFC 2544), which no tailnet and no LAN uses.
-var (
-	IsolatedAddr   = netip.MustParsePrefix("198.18.0.2/15")
-	IsolatedDNS    = netip.MustParseAddr("198.18.0.1")
-	isolatedPool   = netip.MustParsePrefix("198.19.0.0/16")
-	isolatedTTL    = uint32(5)
-	isolatedNIC    = tcpip.NICID(1)
-	IsolatedDevice = "tsc0"
-)
-
-// IsolatedMTU is the TUN device's MTU: large, so that a bulk transfer
-// costs few packets on both sides of it.
-const IsolatedMTU = 65520
-
-// IsolateOptions configure ServeTUN.
-type IsolateOptions struct {
-	// DeniedRcode is the DNS answer for a name the allowlist denies on
-	// every port: dnsmessage.RCodeNameError (NXDOMAIN, the zero value's
-	// meaning) so tools fail at once, or RCodeRefused.
-	DeniedRcode dnsmessage.RCode
-}
-
 // Isolated is the network of one isolated namespace, served by ServeTUN.
 type Isolated struct {
 	c    *Connector

@@ -32,6 +32,7 @@ echo "== getent"; getent hosts web | awk '{print $2}'
 echo "== curl"; curl -sS --noproxy '*' --max-time 20 http://web/; echo
 echo "== bash"; bash -c 'exec 3<>/dev/tcp/web/80 && printf "GET / HTTP/1.0\r\nHost: web\r\n\r\n" >&3 && tail -n1 <&3'; echo
 echo "== go"; ` + goProg + ` http://web.` + base + `/
+echo "== go-dns"; ` + goProg + ` dns kapi.` + base + `
 echo "== psql"; psql -h db.` + base + ` -U postgres -Atc 'select 6*7'
 echo "== denied-name"; curl -sS --max-time 20 http://kapi/ 2>&1; echo "exit $?"
 echo "== denied-port"; curl -sS --max-time 20 http://web:8080/ 2>&1; echo "exit $?"
@@ -56,6 +57,9 @@ echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "e
 		if !strings.HasPrefix(sec[s], "hello from web") {
 			t.Errorf("%s to web: %q", s, sec[s])
 		}
+	}
+	if sec["go-dns"] != "not found" {
+		t.Errorf("Go's resolver on a denied name: %q, want NXDOMAIN", sec["go-dns"])
 	}
 	if sec["psql"] != "42" {
 		t.Errorf("psql -h db: %q", sec["psql"])
@@ -97,6 +101,13 @@ echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "e
 	}
 	if t.Failed() {
 		t.Logf("audit log:\n%s", log)
+	}
+
+	// --isolate-deny-dns=refused: the same name is refused instead.
+	r = w.tsconnect(t, nil, "run", "--isolate=netns", "--isolate-deny-dns=refused",
+		"--allow=web."+base+":80", "--", goProg, "dns", "kapi."+base)
+	if out := strings.TrimSpace(r.stdout); !strings.HasPrefix(out, "error: ") || !strings.Contains(out, "server misbehaving") {
+		t.Errorf("--isolate-deny-dns=refused: %q, want Go's error for REFUSED\n%s", out, r.stderr)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
+
 	"github.com/tsconnect/tsconnect/connector"
 	"github.com/tsconnect/tsconnect/secrets"
 )
@@ -151,7 +153,7 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 		return sio.fail(&exitError{code: exitCannotExec, err: err})
 	}
 	if netnsSock != nil {
-		iso, err := serveNetns(s, cmd, netnsSock)
+		iso, err := serveNetns(s, cmd, netnsSock, co.netns)
 		if err != nil {
 			cmd.Process.Kill()
 			cmd.Wait()
@@ -222,12 +224,13 @@ func netnsEnv() []string {
 }
 
 // childFlags are the flags of the subcommands that run a command.
-type childFlags struct{ user, isolate string }
+type childFlags struct{ user, isolate, deniedDNS string }
 
 // childOpts is what they say, checked before joining.
 type childOpts struct {
 	user    *connector.ChildUser // nil: tsconnect's own
 	isolate string               // the tier: "", isolateNetns or isolateLandlock
+	netns   connector.IsolateOptions
 }
 
 // addChildFlags adds --child-user and --isolate.
@@ -235,6 +238,7 @@ func addChildFlags(fs *flagSet) *childFlags {
 	f := new(childFlags)
 	fs.StringVar(&f.user, "child-user", "", "run the command as `USER[:GROUP]` (names or ids; tsconnect must be root): it\nthen holds no capabilities and cannot read tsconnect's memory, the key with it")
 	fs.StringVar(&f.isolate, "isolate", "", "`TIER`: make it impossible for the command to bypass the allowlist, even if\nit ignores the proxy variables. netns: it runs in a network namespace\nwhose only way out is tsconnect (its names resolve inside the tailnet,\nevery TCP connection is decided and audited; needs root, or user\nnamespaces and a usable /dev/net/tun). landlock: its TCP connect()\nreaches only the proxy's and the forwards' ports (Linux 6.7+; UDP not\ncovered). auto: the best tier this machine has. 'tsconnect check\n--isolate' says which work here")
+	fs.StringVar(&f.deniedDNS, "isolate-deny-dns", "nxdomain", "with --isolate=netns, the namespace's DNS answer for a name the allowlist\ndenies: `nxdomain` (tools fail at once, as for a name that does not exist)\nor refused")
 	fs.section("Command")
 	return f
 }
@@ -248,6 +252,13 @@ func lookupChild(sub string, f *childFlags) (childOpts, error) {
 		return co, err
 	}
 	co.isolate = tier
+	switch f.deniedDNS {
+	case "nxdomain", "":
+	case "refused":
+		co.netns.DeniedRcode = dnsmessage.RCodeRefused
+	default:
+		return co, usageErrorf(sub, "--isolate-deny-dns %q: want nxdomain or refused", f.deniedDNS)
+	}
 	if f.user == "" {
 		return co, nil
 	}

@@ -45,6 +45,6 @@ func netnsCommand(string, []string, *connector.ChildUser) (*exec.Cmd, *os.File, 
 	return nil, nil, errors.New("--isolate: not on this system")
 }
 
-func serveNetns(*session, *exec.Cmd, *os.File) (io.Closer, error) {
+func serveNetns(*session, *exec.Cmd, *os.File, connector.IsolateOptions) (io.Closer, error) {
 	return nil, errors.New("--isolate: not on this system")
 }

@@ -127,7 +127,7 @@ func netnsCommand(path string, argv []string, cu *connector.ChildUser) (*exec.Cm
 
 // serveNetns takes the TUN device from the started shim over sock, serves
 // it, and lets the shim go on to the command. It closes sock.
-func serveNetns(s *session, cmd *exec.Cmd, sock *os.File) (*connector.Isolated, error) {
+func serveNetns(s *session, cmd *exec.Cmd, sock *os.File, opts connector.IsolateOptions) (*connector.Isolated, error) {
 	defer sock.Close()
 	cmd.ExtraFiles[0].Close() // the shim's end: EOF here if it dies
 	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
@@ -143,7 +143,7 @@ func serveNetns(s *session, cmd *exec.Cmd, sock *os.File) (*connector.Isolated, 
 	if err != nil || len(fds) != 1 {
 		return nil, errors.New("--isolate=netns: no TUN device came from the namespace")
 	}
-	iso, err := s.c.ServeTUN(os.NewFile(uintptr(fds[0]), "tun"), connector.IsolateOptions{})
+	iso, err := s.c.ServeTUN(os.NewFile(uintptr(fds[0]), "tun"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("--isolate=netns: %w", err)
 	}

@@ -58,6 +58,8 @@ func TestUsage(t *testing.T) {
 			stderr: []string{"--max-clients-per-user at least -1 (got 2048, -2)"}},
 		{name: "isolate: no such mode", args: []string{"run", "--isolate=vm", "--", "true"}, code: 2,
 			stderr: []string{`tsconnect: error: --isolate "vm": want netns, landlock, or auto`}},
+		{name: "isolate: bad denied-DNS answer", args: []string{"run", "--isolate-deny-dns=servfail", "--", "true"}, code: 2,
+			stderr: []string{`tsconnect: error: --isolate-deny-dns "servfail": want nxdomain or refused`}},
 		{name: "run without command", args: []string{"run"}, code: 2, stderr: []string{"tsconnect: error: no command to run", "tsconnect: hint: run 'tsconnect run --help'"}},
 		{name: "bad allow names the entry", args: []string{"run", "--allow", "web.corp.example,ex ample.com", "--", "true"}, code: 2,
 			stderr: []string{`tsconnect: error: --allow: entry 2 "ex ample.com": name has a space`, "tsconnect: hint: entries look like"}},
