@@ -28,6 +28,7 @@ func TestIsolateNetns(t *testing.T) {
 	script := `set +e
 echo "== links"; ip -o link | awk '{print $2}' | tr '\n' ' '; echo
 echo "== env"; env | grep -ci _proxy
+echo "== secrets"; env | grep -c -e TS_AUTH -e tskey -e VAULT_TOKEN
 echo "== getent"; getent hosts web | awk '{print $2}'
 echo "== curl"; curl -sS --noproxy '*' --max-time 20 http://web/; echo
 echo "== bash"; bash -c 'exec 3<>/dev/tcp/web/80 && printf "GET / HTTP/1.0\r\nHost: web\r\n\r\n" >&3 && tail -n1 <&3'; echo
@@ -40,7 +41,7 @@ echo "== testnet"; curl -sS --max-time 20 http://192.0.2.1/ 2>&1; echo "exit $?"
 echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "exit $?"
 `
 	resolvBefore, _ := os.ReadFile("/etc/resolv.conf")
-	r := w.tsconnect(t, nil, "run", "--isolate=netns", "--audit-log", audit,
+	r := w.tsconnect(t, []string{"VAULT_TOKEN=s.e2e-not-for-the-child"}, "run", "--isolate=netns", "--audit-log", audit,
 		"--allow=web."+base+":80,db."+base+":5432", "--", "sh", "-c", script)
 	t.Logf("exit %d in %v\n%s\nstderr:\n%s", r.code, r.took, r.stdout, r.stderr)
 	sec := sections(r.stdout)
@@ -49,6 +50,9 @@ echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "e
 	}
 	if sec["env"] != "0" {
 		t.Errorf("proxy variables in the namespace: %s", sec["env"])
+	}
+	if sec["secrets"] != "0" {
+		t.Errorf("the key or a Vault token reached the command: %s", sec["secrets"])
 	}
 	if sec["getent"] != "web."+base && sec["getent"] != "web" {
 		t.Errorf("getent hosts web: %q", sec["getent"])
