@@ -26,7 +26,10 @@ COMMAND gets tsconnect's environment with ALL_PROXY (socks5h://, so names
 resolve inside the tailnet), HTTP_PROXY, HTTPS_PROXY, their lower-case twins
 and NO_PROXY set, and with the auth key and every Vault credential
 (TS_AUTHKEY, TS_AUTH_KEY, VAULT_*, BAO_*, TSCONNECT_VAULT_*, …) removed.
-Its stdin, stdout and stderr are tsconnect's. SIGINT and SIGTERM are passed on to it;
+With --isolate=netns it gets no proxy variables: it runs in a network
+namespace whose only way out is tsconnect, names resolve inside the tailnet
+there, and every TCP connection is allowed or refused (RST) by the
+allowlist and audited. Its stdin, stdout and stderr are tsconnect's. SIGINT and SIGTERM are passed on to it;
 the node leaves the tailnet however COMMAND ends.
 
 Examples:
@@ -43,6 +46,11 @@ Examples:
   VAULT_ADDR=https://vault:8200 TSCONNECT_VAULT_SECRET_ID=… \
   tsconnect run --vault-path secret/tailscale --vault-auth approle \
       --vault-role-id 1f2e… --allow .corp.ts.net -- ./agent
+
+  # psql and ssh, which ignore proxies, by name: under --isolate=netns the
+  # command's only network is tsconnect, which decides every connection.
+  tsconnect run --isolate=netns --allow db.corp.ts.net:5432,git.corp.ts.net:22 -- \
+      sh -c 'psql -h db -c "select 1" && ssh git@git uptime'
 
   # A headscale control plane, audit log on stderr.
   tsconnect run --control-url https://headscale.example.com \
