@@ -196,15 +196,21 @@ func clientOf(id stack.TransportEndpointID) string {
 func (iso *Isolated) serveDNS() {
 	defer iso.wg.Done()
 	buf := make([]byte, 1500)
+	busy := make(chan struct{}, 64) // queries answered at once; more are dropped, and retried by the client
 	for {
 		n, from, err := iso.dns.ReadFrom(buf)
 		if err != nil {
 			return
 		}
+		select {
+		case busy <- struct{}{}:
+		default:
+			continue
+		}
 		q := append([]byte(nil), buf[:n]...)
 		iso.wg.Add(1)
 		go func() {
-			defer iso.wg.Done()
+			defer func() { <-busy; iso.wg.Done() }()
 			if answer := iso.answer(q, from.String()); answer != nil {
 				iso.dns.WriteTo(answer, from)
 			}
