@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -231,7 +230,7 @@ func (r *runner) setup() error {
 	if r.node, err = r.ctl.NewNode("bench-server", "tag:web"); err != nil {
 		return err
 	}
-	r.closers = append(r.closers, func() { closeWithin(r.node, 30*time.Second) })
+	r.closers = append(r.closers, func() { tailnettest.CloseWithin(r.node, 30*time.Second) })
 	ln, err := r.node.Listen("tcp", fmt.Sprintf(":%d", serverPort))
 	if err != nil {
 		return err
@@ -305,31 +304,13 @@ func (r *runner) tsnetColumn(ctx context.Context, res *Result) {
 	res.Path = r.awaitDirect(ctx, name, dial)
 	r.measure(ctx, res, dial, 0)
 	t1 := time.Now()
-	if err := closeWithin(s, 30*time.Second); err != nil {
+	if err := tailnettest.CloseWithin(s, 30*time.Second); err != nil {
 		res.fail(fmt.Errorf("bench: tsnet.Server.Close: %w", err))
 		res.ExitNote = "Close hung (gave up after 30 s)"
 	} else {
 		res.Exit = time.Since(t1)
 	}
 	r.waitGone(res, name, t1)
-}
-
-// closeWithin closes c, giving up after d. tsnet.Server.Close can hang for
-// ever in tailscale.com v1.102.5 after many TCP connections: netstack.Close
-// stops the goroutine draining the 512-packet outbound queue, then
-// gvisor's Stack.Close aborts every endpoint, and each abort queues an RST;
-// with more than 512 endpoints (TIME_WAIT ones included) the 513th blocks
-// on the full queue, which is only closed after the aborts finish. The
-// goroutine left behind is leaked; the benchmark process exits soon after.
-func closeWithin(c io.Closer, d time.Duration) error {
-	done := make(chan struct{})
-	go func() { c.Close(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("still closing after %v (netstack shutdown deadlock with many TCP endpoints; see closeWithin)", d)
-	}
 }
 
 func (r *runner) procColumn(ctx context.Context, res *Result) {

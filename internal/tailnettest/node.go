@@ -2,6 +2,7 @@ package tailnettest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -105,6 +106,11 @@ func (c *Control) NewNode(name string, tags ...string) (*Node, error) {
 // addresses back), then its tailnet addresses are removed from netstack,
 // which leaves the resets no route: they are dropped, never queued.
 //
+// That still leaves a rarer hang (a TIME_WAIT endpoint holding a cached
+// route answers a retransmission; the connector's teardown notes it too):
+// after closeBound Close gives up with ErrCloseHung and leaves tsnet's
+// goroutines behind, so that a test's cleanup cannot wedge the binary.
+//
 // Later calls return the first call's result.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
@@ -122,7 +128,7 @@ func (n *Node) close() error {
 			impl.UpdateNetstackIPs(nil)
 		}
 	}
-	err := n.Server.Close()
+	err := CloseWithin(n.Server, closeBound)
 	if n.closeHook != nil {
 		n.closeHook()
 	}
@@ -286,4 +292,27 @@ func (n *Node) PathTo(ip netip.Addr, timeout time.Duration) (Path, error) {
 		return p, nil
 	}
 	return Path{}, fmt.Errorf("tailnettest: %s: no disco ping to %v answered in %v: %v", n.Name, ip, timeout, last)
+}
+
+// closeBound is how long Node.Close waits for tsnet's Close.
+const closeBound = 20 * time.Second
+
+// ErrCloseHung is what CloseWithin returns when Close did not return in
+// time.
+var ErrCloseHung = errors.New("tailnettest: Close did not return in time (tailscale.com v1.102.5's netstack shutdown with many TCP endpoints); its goroutines are left behind")
+
+// CloseWithin closes c, giving up after d with ErrCloseHung. tsnet's
+// Server.Close can block for ever after many TCP connections: netstack's
+// Close stops the goroutine draining its 512-packet outbound queue, then
+// gVisor's Stack.Close aborts every endpoint, each abort queues an RST, and
+// the 513th blocks on the full queue.
+func CloseWithin(c io.Closer, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("%w: still closing after %v", ErrCloseHung, d)
+	}
 }
