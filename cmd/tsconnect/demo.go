@@ -51,6 +51,7 @@ Examples:
   tsconnect demo -- sh -c 'curl -sS -x "$ALL_PROXY" http://web.demo.test/'
   tsconnect demo --allow .demo.test -- curl -sS http://secret-db/
   tsconnect demo --forward 8080=web:80 -- sh -c 'curl -sS http://127.0.0.1:8080/'
+  sudo tsconnect demo --isolate=netns -- curl -sS --noproxy '*' http://web/  # no proxy needed
 `
 
 // demoAllow is the demo's default allowlist: web, not secret-db.
