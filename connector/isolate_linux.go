@@ -146,7 +146,7 @@ func (iso *Isolated) accept(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := addrOf(id.LocalAddress)
 	host := dst.String()
-	if isolatedPool.Contains(dst) {
+	if isolatedPool.Contains(dst) || isolatedPool6.Contains(dst) {
 		iso.mu.Lock()
 		name, ok := iso.addrs[dst]
 		iso.mu.Unlock()
@@ -278,35 +278,45 @@ func (iso *Isolated) lookup(q dnsmessage.Question, client string, answers *[]dns
 		}
 		return dnsmessage.RCodeServerFailure
 	}
-	if q.Type != dnsmessage.TypeA {
-		return dnsmessage.RCodeSuccess // the name exists; it has an IPv4 address only, here
+	if q.Type != dnsmessage.TypeA && (q.Type != dnsmessage.TypeAAAA || !iso.opts.IPv6) {
+		return dnsmessage.RCodeSuccess // the name exists, with no records of that type here
 	}
-	addr, ok := iso.addrFor(d.Host)
+	a4, a6, ok := iso.addrFor(d.Host)
 	if !ok {
 		return dnsmessage.RCodeServerFailure
 	}
-	*answers = append(*answers, dnsmessage.Resource{
-		Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: isolatedTTL},
-		Body:   &dnsmessage.AResource{A: addr.As4()},
-	})
+	h := dnsmessage.ResourceHeader{Name: q.Name, Type: q.Type, Class: dnsmessage.ClassINET, TTL: isolatedTTL}
+	var body dnsmessage.ResourceBody = &dnsmessage.AResource{A: a4.As4()}
+	if q.Type == dnsmessage.TypeAAAA {
+		body = &dnsmessage.AAAAResource{AAAA: a6.As16()}
+	}
+	*answers = append(*answers, dnsmessage.Resource{Header: h, Body: body})
 	return dnsmessage.RCodeSuccess
 }
 
-// addrFor is name's address in the pool, given out the first time it is
-// asked for and kept while the namespace lives; false once the pool is
+// addrFor is name's addresses in the pools, given out the first time it is
+// asked for and kept while the namespace lives; false once the pools are
 // spent.
-func (iso *Isolated) addrFor(name string) (netip.Addr, bool) {
+func (iso *Isolated) addrFor(name string) (netip.Addr, netip.Addr, bool) {
 	iso.mu.Lock()
 	defer iso.mu.Unlock()
 	if a, ok := iso.names[name]; ok {
-		return a, true
+		return a, iso.v6of(a), true
 	}
 	if iso.next >= 1<<16-2 {
-		return netip.Addr{}, false
+		return netip.Addr{}, netip.Addr{}, false
 	}
 	iso.next++
 	base := isolatedPool.Addr().As4()
 	a := netip.AddrFrom4([4]byte{base[0], base[1], byte(iso.next >> 8), byte(iso.next)})
-	iso.names[name], iso.addrs[a] = a, name
-	return a, true
+	a6 := iso.v6of(a)
+	iso.names[name], iso.addrs[a], iso.addrs[a6] = a, name, name
+	return a, a6, true
+}
+
+// v6of is the IPv6 address with the same index as a, an IPv4 one.
+func (iso *Isolated) v6of(a netip.Addr) netip.Addr {
+	b, v4 := isolatedPool6.Addr().As16(), a.As4()
+	b[14], b[15] = v4[2], v4[3]
+	return netip.AddrFrom16(b)
 }

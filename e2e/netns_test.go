@@ -31,6 +31,8 @@ echo "== env"; env | grep -ci _proxy
 echo "== secrets"; env | grep -c -e TS_AUTH -e tskey -e VAULT_TOKEN
 echo "== getent"; getent hosts web | awk '{print $2}'
 echo "== curl"; curl -sS --noproxy '*' --max-time 20 http://web/; echo
+echo "== curl6"; curl -6 -sS --noproxy '*' --max-time 20 http://web/; echo
+echo "== getent6"; getent ahostsv6 web | awk '{print $1}' | sort -u
 echo "== bash"; bash -c 'exec 3<>/dev/tcp/web/80 && printf "GET / HTTP/1.0\r\nHost: web\r\n\r\n" >&3 && tail -n1 <&3'; echo
 echo "== go"; ` + goProg + ` http://web.` + base + `/
 echo "== go-dns"; ` + goProg + ` dns kapi.` + base + `
@@ -56,6 +58,14 @@ echo "== raw-ip"; curl -sS --max-time 20 http://` + dbIP + `:5432/ 2>&1; echo "e
 	}
 	if sec["getent"] != "web."+base && sec["getent"] != "web" {
 		t.Errorf("getent hosts web: %q", sec["getent"])
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err == nil {
+		if !strings.HasPrefix(sec["curl6"], "hello from web") {
+			t.Errorf("curl -6 to web: %q", sec["curl6"])
+		}
+		if !strings.HasPrefix(sec["getent6"], "fd74:7363:0:1::") {
+			t.Errorf("getent ahostsv6 web: %q, want an address of fd74:7363:0:1::/64", sec["getent6"])
+		}
 	}
 	for _, s := range []string{"curl", "bash", "go"} {
 		if !strings.HasPrefix(sec[s], "hello from web") {

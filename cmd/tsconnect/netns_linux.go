@@ -131,7 +131,7 @@ func serveNetns(s *session, cmd *exec.Cmd, sock *os.File, opts connector.Isolate
 	defer sock.Close()
 	cmd.ExtraFiles[0].Close() // the shim's end: EOF here if it dies
 	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
-	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, 0)
+	n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, 0)
 	if err != nil {
 		return nil, fmt.Errorf("--isolate=netns: receiving the TUN device: %w", err)
 	}
@@ -143,6 +143,7 @@ func serveNetns(s *session, cmd *exec.Cmd, sock *os.File, opts connector.Isolate
 	if err != nil || len(fds) != 1 {
 		return nil, errors.New("--isolate=netns: no TUN device came from the namespace")
 	}
+	opts.IPv6 = n == 1 && buf[0] == 1
 	iso, err := s.c.ServeTUN(os.NewFile(uintptr(fds[0]), "tun"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("--isolate=netns: %w", err)
@@ -164,7 +165,7 @@ func netnsExec(args []string, sio stdio) int {
 		return netnsRelayExec(args[1:], sio)
 	}
 	runtime.LockOSThread()
-	tun, err := netnsSetup()
+	tun, v6, err := netnsSetup()
 	if len(args) == 1 && args[0] == "--probe" {
 		if err != nil {
 			return fail(err)
@@ -178,7 +179,11 @@ func netnsExec(args []string, sio stdio) int {
 		return fail(err)
 	}
 	const sock = 3
-	if err := unix.Sendmsg(sock, []byte{0}, unix.UnixRights(tun), nil, 0); err != nil {
+	hello := []byte{0}
+	if v6 {
+		hello[0] = 1
+	}
+	if err := unix.Sendmsg(sock, hello, unix.UnixRights(tun), nil, 0); err != nil {
 		return fail(fmt.Errorf("handing the TUN device to tsconnect: %w", err))
 	}
 	unix.Close(tun)
@@ -243,31 +248,32 @@ func netnsRelayExec(args []string, sio stdio) int {
 }
 
 // netnsSetup brings lo up and makes the TUN device, with its address, MTU
-// and the default route through it. It returns the device's fd.
-func netnsSetup() (int, error) {
+// and the default routes through it. It returns the device's fd, and
+// whether IPv6 is set up too.
+func netnsSetup() (tun int, v6 bool, err error) {
 	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
 	defer unix.Close(ctl)
 	if err := linkUp(ctl, "lo"); err != nil {
-		return -1, err
+		return -1, false, err
 	}
-	tun, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	tun, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			return -1, fmt.Errorf("/dev/net/tun: %w (on this machine only root may open it; as another user tsconnect needs it mode 0666, as most distributions make it)", err)
+			return -1, false, fmt.Errorf("/dev/net/tun: %w (on this machine only root may open it; as another user tsconnect needs it mode 0666, as most distributions make it)", err)
 		}
-		return -1, fmt.Errorf("/dev/net/tun: %w (the tun module, or the device in this container, is missing)", err)
+		return -1, false, fmt.Errorf("/dev/net/tun: %w (the tun module, or the device in this container, is missing)", err)
 	}
 	ifr, err := unix.NewIfreq(connector.IsolatedDevice)
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
 	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if err := unix.IoctlIfreq(tun, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(tun)
-		return -1, fmt.Errorf("TUNSETIFF: %w", err)
+		return -1, false, fmt.Errorf("TUNSETIFF: %w", err)
 	}
 	steps := []struct {
 		req uint
@@ -284,22 +290,30 @@ func netnsSetup() (int, error) {
 		r, _ := unix.NewIfreq(connector.IsolatedDevice)
 		if err := st.set(r); err != nil {
 			unix.Close(tun)
-			return -1, err
+			return -1, false, err
 		}
 		if err := unix.IoctlIfreq(ctl, st.req, r); err != nil {
 			unix.Close(tun)
-			return -1, fmt.Errorf("configuring %s: %w", connector.IsolatedDevice, err)
+			return -1, false, fmt.Errorf("configuring %s: %w", connector.IsolatedDevice, err)
 		}
 	}
 	if err := linkUp(ctl, connector.IsolatedDevice); err != nil {
 		unix.Close(tun)
-		return -1, err
+		return -1, false, err
 	}
-	if err := addDefaultRoute(connector.IsolatedDevice); err != nil {
+	v6 = ipv6Enabled()
+	if err := addDefaultRoutes(connector.IsolatedDevice, v6); err != nil {
 		unix.Close(tun)
-		return -1, fmt.Errorf("default route through %s: %w", connector.IsolatedDevice, err)
+		return -1, false, fmt.Errorf("routes through %s: %w", connector.IsolatedDevice, err)
 	}
-	return tun, nil
+	return tun, v6, nil
+}
+
+// ipv6Enabled reports whether this network namespace has IPv6 (a kernel
+// booted with ipv6.disable=1, or a namespace with disable_ipv6, has not).
+func ipv6Enabled() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
 }
 
 func lastLine(s string) string { return s[strings.LastIndexByte(s, '\n')+1:] }
@@ -325,9 +339,9 @@ func linkUp(ctl int, name string) error {
 	return nil
 }
 
-// addDefaultRoute adds 0.0.0.0/0 on the link dev: one rtnetlink
-// RTM_NEWROUTE, acknowledged.
-func addDefaultRoute(dev string) error {
+// addDefaultRoutes adds 0.0.0.0/0 on the link dev and, when v6, the
+// IPv6 address and ::/0 on it too.
+func addDefaultRoutes(dev string, v6 bool) error {
 	ifc, err := unix.NewIfreq(dev)
 	if err != nil {
 		return err
@@ -341,23 +355,61 @@ func addDefaultRoute(dev string) error {
 	if err != nil {
 		return err
 	}
+	index := ifc.Uint32()
+	ne := binary.NativeEndian
+	route := func(family byte, scope byte) []byte {
+		// rtmsg (12), then RTA_OIF (8).
+		b := make([]byte, 20)
+		b[0] = family
+		b[4], b[5], b[6], b[7] = unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, scope, unix.RTN_UNICAST
+		ne.PutUint16(b[12:], 8)
+		ne.PutUint16(b[14:], unix.RTA_OIF)
+		ne.PutUint32(b[16:], index)
+		return b
+	}
+	if err := rtnetlink(unix.RTM_NEWROUTE, route(unix.AF_INET, unix.RT_SCOPE_LINK)); err != nil {
+		return fmt.Errorf("IPv4 default route: %w", err)
+	}
+	if !v6 {
+		return nil
+	}
+	// ifaddrmsg (8) with IFA_F_NODAD (no duplicate detection: a
+	// tentative address would not be used for a second), then IFA_LOCAL
+	// and IFA_ADDRESS (20 each).
+	addr := connector.IsolatedAddr6.Addr().As16()
+	b := make([]byte, 48)
+	b[0], b[1], b[2] = unix.AF_INET6, byte(connector.IsolatedAddr6.Bits()), unix.IFA_F_NODAD
+	ne.PutUint32(b[4:], index)
+	for i, typ := range []uint16{unix.IFA_LOCAL, unix.IFA_ADDRESS} {
+		at := 8 + 20*i
+		ne.PutUint16(b[at:], 20)
+		ne.PutUint16(b[at+2:], typ)
+		copy(b[at+4:], addr[:])
+	}
+	if err := rtnetlink(unix.RTM_NEWADDR, b); err != nil {
+		return fmt.Errorf("IPv6 address: %w", err)
+	}
+	if err := rtnetlink(unix.RTM_NEWROUTE, route(unix.AF_INET6, unix.RT_SCOPE_UNIVERSE)); err != nil {
+		return fmt.Errorf("IPv6 default route: %w", err)
+	}
+	return nil
+}
+
+// rtnetlink sends one request of type typ with body, creating what it
+// names, and returns the kernel's answer to it.
+func rtnetlink(typ uint16, body []byte) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	// nlmsghdr (16), rtmsg (12), one RTA_OIF attribute (8).
-	b := make([]byte, 36)
 	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], uint32(len(b)))
-	ne.PutUint16(b[4:], unix.RTM_NEWROUTE)
+	b := make([]byte, 16, 16+len(body))
+	ne.PutUint32(b[0:], uint32(16+len(body)))
+	ne.PutUint16(b[4:], typ)
 	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
 	ne.PutUint32(b[8:], 1)
-	b[16] = unix.AF_INET
-	b[20], b[21], b[22], b[23] = unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_LINK, unix.RTN_UNICAST
-	ne.PutUint16(b[28:], 8)
-	ne.PutUint16(b[30:], unix.RTA_OIF)
-	ne.PutUint32(b[32:], ifc.Uint32())
+	b = append(b, body...)
 	if err := unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
