@@ -20,7 +20,12 @@ import (
 	"github.com/tsconnect/tsconnect/secrets"
 )
 
-func TestMain(m *testing.M) { tailnettest.Main(m) }
+// TestMain: the test binary is also the shim of IsolatedCommand
+// (TestIsolatedCommand), as a program using it must be.
+func TestMain(m *testing.M) {
+	connector.IsolationShim()
+	tailnettest.Main(m)
+}
 
 func staticKey(t testing.TB, k string) secrets.Source {
 	t.Helper()

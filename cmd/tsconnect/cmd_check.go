@@ -15,6 +15,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tsconnect/tsconnect/connector"
 )
 
 const checkUsage = `Usage: tsconnect check [flags] TARGET…
@@ -299,7 +301,7 @@ func checkIsolateTiers(sio stdio) int {
 		name, what string
 		err        error
 	}{
-		{isolateNetns, "a network namespace whose only way out is tsconnect", netnsAvailable()},
+		{isolateNetns, "a network namespace whose only way out is tsconnect", connector.IsolationAvailable()},
 		{isolateLandlock, "TCP connect() limited to the proxy's and forwards' ports", landlockAvailable()},
 	}
 	best := ""

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/tsconnect/tsconnect/connector"
-	"github.com/tsconnect/tsconnect/secrets"
 )
 
 const runUsage = `Usage: tsconnect run [flags] -- COMMAND [ARGS…]
@@ -124,7 +123,7 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	// on, and the exit status must be its own.
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
-	var netnsSock *os.File // --isolate=netns: the TUN device comes over it
+	var iso *connector.IsolatedCmd // --isolate=netns
 	switch co.isolate {
 	case isolateLandlock:
 		ports := []int{s.proxyPort()}
@@ -137,18 +136,16 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 		}
 		cmd = &exec.Cmd{Path: shim, Args: args}
 	case isolateNetns:
-		cmd, netnsSock, err = netnsCommand(path, argv, co.user)
-		if err != nil {
+		if iso, err = s.c.IsolatedCommand(co.netns, co.user, argv[0], argv[1:]...); err != nil {
 			return sio.fail(&exitError{code: exitCannotExec, err: err})
 		}
-		defer netnsSock.Close()
+		cmd = iso.Cmd
 	}
-	cmd.Env = s.c.Environ(nil)
-	if co.isolate == isolateNetns {
-		cmd.Env = netnsEnv()
+	if iso == nil {
+		cmd.Env = s.c.Environ(nil)
 	}
 	if child := co.user; child != nil {
-		if co.isolate != isolateNetns { // the shim takes the user itself, after setting up
+		if iso == nil { // the shim takes the user itself, after setting up
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: child.Credential}
 		}
 		cmd.Env = childEnv(cmd.Env, child)
@@ -157,20 +154,15 @@ func runChild(ctx context.Context, s *session, fwds []*forward, path string, arg
 	// When the streams are not files (in-process callers), do not hang on a
 	// grandchild that keeps them open.
 	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
+	start, wait := cmd.Start, cmd.Wait
+	if iso != nil {
+		start, wait = iso.Start, iso.Wait
+	}
+	if err := start(); err != nil {
 		return sio.fail(&exitError{code: exitCannotExec, err: err})
 	}
-	if netnsSock != nil {
-		iso, err := serveNetns(s, cmd, netnsSock, co.netns)
-		if err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return sio.fail(&exitError{code: exitCannotExec, err: err})
-		}
-		defer iso.Close()
-	}
 	waitc := make(chan error, 1)
-	go func() { waitc <- cmd.Wait() }()
+	go func() { waitc <- wait() }()
 
 	ctxDone, nodeDone := ctx.Done(), s.c.Done()
 	for {
@@ -213,22 +205,6 @@ func exitStatus(ps *os.ProcessState, err error, sio stdio) int {
 		return exitOK
 	}
 	return ps.ExitCode()
-}
-
-// netnsEnv is the environment of a command in --isolate=netns: secrets
-// scrubbed, as always, and no proxy variables, tsconnect's or any other:
-// the namespace's loopback is its own, and no proxy outside is reachable.
-func netnsEnv() []string {
-	var out []string
-	for _, kv := range secrets.ScrubEnv(os.Environ()) {
-		name, _, _ := strings.Cut(kv, "=")
-		switch strings.ToUpper(name) {
-		case "ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY":
-		default:
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // childFlags are the flags of the subcommands that run a command.

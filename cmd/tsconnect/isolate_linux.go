@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"github.com/tsconnect/tsconnect/connector"
 )
 
 // Landlock (Linux ≥ 6.7, ABI 4: network rules), by its system calls: the
@@ -66,7 +68,7 @@ func resolveIsolate(sub, mode string) (string, error) {
 	case "":
 		return "", nil
 	case isolateNetns:
-		if err := netnsAvailable(); err != nil {
+		if err := connector.IsolationAvailable(); err != nil {
 			return fail(err)
 		}
 		return mode, nil
@@ -76,7 +78,7 @@ func resolveIsolate(sub, mode string) (string, error) {
 		}
 		return mode, nil
 	case "auto":
-		nerr := netnsAvailable()
+		nerr := connector.IsolationAvailable()
 		if nerr == nil {
 			return isolateNetns, nil
 		}

@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/tsconnect/tsconnect/connector"
 )
 
 // Exit codes. They are part of the interface: scripts branch on them, and
@@ -42,9 +44,10 @@ const (
 var version = "dev"
 
 func main() {
-	// The shims of run --isolate get no secret, and the netns relay must
-	// stay dumpable (see netnsRelayExec).
-	if shim := len(os.Args) > 1 && (os.Args[1] == landlockExecArg || os.Args[1] == netnsExecArg); !shim {
+	// run --isolate=netns's shim: it returns only if this is not one. The
+	// shims get no secret, and the netns relay must stay dumpable.
+	connector.IsolationShim()
+	if shim := len(os.Args) > 1 && os.Args[1] == landlockExecArg; !shim {
 		// Before harden: an undumpable process's /proc/self/mem is
 		// root's, so any other user could not open it to wipe.
 		if err := wipeInitialEnviron(); err != nil {
@@ -110,8 +113,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case landlockExecArg: // run --isolate=landlock's shim, not a subcommand for people
 		return landlockExec(args[1:], sio)
-	case netnsExecArg: // run --isolate=netns's shim
-		return netnsExec(args[1:], sio)
 	case "-h", "-help", "--help":
 		fmt.Fprint(sio.Out, mainUsage())
 		return exitOK

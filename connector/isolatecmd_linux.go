@@ -1,19 +1,18 @@
-package main
+package connector
 
-// The --isolate=netns tier: the command runs in a network namespace of its
-// own (and a mount namespace, for its resolv.conf) whose only interfaces
-// are lo and a TUN device; tsconnect serves the other end of the TUN
-// device (connector.ServeTUN), so every connection the command opens goes
-// through the connection layer, whatever the command does with proxy
-// variables. Run as root, tsconnect makes plain namespaces; otherwise it
-// makes them in a user namespace of its own, in which its uid and gid map
-// to themselves.
+// An isolated command (Connector.IsolatedCommand; tsconnect run
+// --isolate=netns): it runs in a network namespace of its own (and a
+// mount namespace, for its resolv.conf) whose only interfaces are lo and a
+// TUN device whose other end ServeTUN serves. As root the namespaces are
+// plain ones; otherwise they are made in a user namespace of their own, in
+// which the uid and gid map to themselves.
 //
-// The namespace is made at clone(2) by exec.Cmd; what must happen inside
-// it before the command runs (lo up, the TUN device, its address and
-// route, resolv.conf) tsconnect does as a shim, netnsExec, which hands the
-// TUN device to its parent over a socket (fd 3) and waits for the
-// resolv.conf to use before executing the command.
+// The namespaces are made at clone(2) by exec.Cmd; what must happen inside
+// them before the command runs (lo up, the TUN device, its addresses and
+// routes, resolv.conf) the program's own binary does, re-executed as a
+// shim (IsolationShim): it hands the TUN device to its parent over a
+// socket (fd 3) and waits for the resolv.conf before executing the
+// command.
 
 import (
 	"bytes"
@@ -32,33 +31,77 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tsconnect/tsconnect/connector"
+	"github.com/tsconnect/tsconnect/secrets"
 )
 
-// netnsExecArg is the shim's hidden subcommand: __netns-exec USER PATH
-// ARGV0 ARGS…, USER "-" or uid:gid:groups (a root tsconnect's
-// --child-user); or __netns-exec --probe. With --relay first, the shim
-// starts itself, with the rest of the arguments, in the namespaces (see
-// netnsRelay).
+// The shim's arguments: isolateShimArg USER PATH ARGV0 ARGS…, USER "-" or
+// uid:gid:groups (a root parent's ChildUser); or isolateShimArg --probe.
+// With --relay first, the shim starts itself, with the rest of the
+// arguments, in the namespaces (see isolationRelay).
 const (
-	netnsExecArg = "__netns-exec"
-	netnsRelay   = "--relay"
+	isolateShimArg = "__tsconnect-isolate"
+	isolateRelay   = "--relay"
+	isolateProbe   = "--probe"
 )
 
-// netnsShim is how tsconnect starts the shim with args: as root, in the
-// namespaces; otherwise through the relay, which makes them.
-func netnsShim(self string, args ...string) *exec.Cmd {
-	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect", netnsExecArg}, args...)}
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr = netnsProcAttr()
-	} else {
-		cmd.Args = slices.Insert(cmd.Args, 2, netnsRelay)
+// IsolationShim runs the shim of IsolatedCommand when this process was
+// started as one, and then never returns; otherwise it returns at once. A
+// program that uses IsolatedCommand must call it first thing in main
+// (before anything starts goroutines that matter or reads flags): the
+// shim is the program's own binary, re-executed.
+func IsolationShim() {
+	if len(os.Args) < 2 || os.Args[1] != isolateShimArg {
+		return
 	}
-	return cmd
+	os.Exit(isolationShim(os.Args[2:]))
 }
 
-// netnsProcAttr makes the shim's namespaces.
-func netnsProcAttr() *syscall.SysProcAttr {
+// IsolationAvailable says whether IsolatedCommand works here, and if not
+// why: the shim's probe makes the namespaces and a TUN device in them,
+// and exits. It needs IsolationShim in main, as IsolatedCommand does.
+func IsolationAvailable() error {
+	cmd, err := shimCommand(isolateProbe)
+	if err != nil {
+		return err
+	}
+	cmd.Env = []string{}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("making the namespaces: %w", err)
+	}
+	stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+	defer stop.Stop()
+	if err := cmd.Wait(); err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return errors.New(strings.TrimPrefix(msg[strings.LastIndexByte(msg, '\n')+1:], shimErrPrefix))
+		}
+		return err
+	}
+	return nil
+}
+
+// shimErrPrefix starts the shim's one line on stderr when it fails.
+const shimErrPrefix = "isolate: "
+
+// shimCommand is how the parent starts the shim with args: as root, in
+// the namespaces; otherwise through the relay, which makes them.
+func shimCommand(args ...string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find this program's own binary, which is the shim: %w", err)
+	}
+	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect-isolate", isolateShimArg}, args...)}
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = isolateProcAttr()
+	} else {
+		cmd.Args = slices.Insert(cmd.Args, 2, isolateRelay)
+	}
+	return cmd, nil
+}
+
+// isolateProcAttr makes the shim's namespaces.
+func isolateProcAttr() *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS}
 	if os.Geteuid() != 0 {
 		uid, gid := os.Geteuid(), os.Getegid()
@@ -72,108 +115,145 @@ func netnsProcAttr() *syscall.SysProcAttr {
 	return attr
 }
 
-// netnsAvailable says whether the netns tier works here: the shim's probe
-// makes the namespaces and a TUN device in them, and exits.
-func netnsAvailable() error {
-	self, err := os.Executable()
+// IsolatedCmd is a command that runs in an isolated network namespace
+// whose only way out is the connector (see IsolatedCommand). Set Stdin,
+// Stdout, Stderr (and Env, if not the default) on its Cmd, then Start and
+// Wait through it, not through Cmd; signal it through Cmd.Process.
+type IsolatedCmd struct {
+	*exec.Cmd
+	c    *Connector
+	opts IsolateOptions
+	sock *os.File
+	iso  *Isolated
+}
+
+// IsolatedCommand returns a command that runs name (looked up in PATH)
+// with args in a network namespace whose only network is the connector,
+// served by ServeTUN: names resolve inside the tailnet as the allowlist
+// allows, and every TCP connection goes through the connection layer, so
+// a program that ignores proxy variables cannot bypass the allowlist. Its
+// environment is this process's with secrets scrubbed and no proxy
+// variables (the namespace's loopback is its own). user, if not nil, is
+// who it runs as (the process must be root). The program must call
+// IsolationShim first thing in main. Linux only.
+func (c *Connector) IsolatedCommand(opts IsolateOptions, user *ChildUser, name string, args ...string) (*IsolatedCmd, error) {
+	path, err := exec.LookPath(name)
 	if err != nil {
-		return fmt.Errorf("cannot find tsconnect's own binary: %w", err)
+		return nil, err
 	}
-	cmd := netnsShim(self, "--probe")
-	cmd.Env = []string{}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("making the namespaces: %w", err)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("connector: isolated command: socketpair: %w", err)
 	}
-	stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
-	defer stop.Stop()
-	if err := cmd.Wait(); err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			msg = strings.TrimPrefix(lastLine(msg), "tsconnect: ")
-			msg = strings.TrimPrefix(msg, "error: ")
-			return errors.New(strings.TrimPrefix(msg, "--isolate=netns: "))
+	who := "-"
+	if user != nil {
+		cr := user.Credential
+		groups := make([]string, len(cr.Groups))
+		for i, g := range cr.Groups {
+			groups[i] = strconv.FormatUint(uint64(g), 10)
 		}
-		return err
+		who = fmt.Sprintf("%d:%d:%s", cr.Uid, cr.Gid, strings.Join(groups, ","))
+	}
+	cmd, err := shimCommand(append([]string{who, path, name}, args...)...)
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("connector: isolated command: %w", err)
+	}
+	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(fds[1]), "isolate-shim")}
+	cmd.Env = isolatedEnv()
+	return &IsolatedCmd{Cmd: cmd, c: c, opts: opts, sock: os.NewFile(uintptr(fds[0]), "isolate")}, nil
+}
+
+// isolatedEnv is the environment of an isolated command: secrets scrubbed,
+// as always, and no proxy variables, the connector's or any other: the
+// namespace's loopback is its own, and no proxy outside is reachable.
+func isolatedEnv() []string {
+	var out []string
+	for _, kv := range secrets.ScrubEnv(os.Environ()) {
+		name, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(name) {
+		case "ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// Start starts the shim, takes the TUN device from it, serves it, and
+// lets the shim go on to the command. When it fails the shim is gone.
+func (ic *IsolatedCmd) Start() error {
+	defer ic.sock.Close()
+	err := ic.Cmd.Start()
+	ic.ExtraFiles[0].Close() // the shim's end: EOF below if it dies
+	if err != nil {
+		return fmt.Errorf("connector: isolated command: %w", err)
+	}
+	if ic.iso, err = ic.serve(); err != nil {
+		ic.Process.Kill()
+		ic.Cmd.Wait()
+		return fmt.Errorf("connector: isolated command: %w", err)
 	}
 	return nil
 }
 
-// netnsCommand is the shim's command for running path with argv in the
-// namespaces, and the parent's end of the socket the TUN device comes
-// over. The caller starts cmd, then calls serveNetns.
-func netnsCommand(path string, argv []string, cu *connector.ChildUser) (*exec.Cmd, *os.File, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nil, fmt.Errorf("--isolate: cannot find tsconnect's own binary: %w", err)
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--isolate: socketpair: %w", err)
-	}
-	user := "-"
-	if cu != nil {
-		c := cu.Credential
-		groups := make([]string, len(c.Groups))
-		for i, g := range c.Groups {
-			groups[i] = strconv.FormatUint(uint64(g), 10)
-		}
-		user = fmt.Sprintf("%d:%d:%s", c.Uid, c.Gid, strings.Join(groups, ","))
-	}
-	cmd := netnsShim(self, append([]string{user, path}, argv...)...)
-	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(fds[1]), "netns-shim")}
-	return cmd, os.NewFile(uintptr(fds[0]), "netns"), nil
-}
-
-// serveNetns takes the TUN device from the started shim over sock, serves
-// it, and lets the shim go on to the command. It closes sock.
-func serveNetns(s *session, cmd *exec.Cmd, sock *os.File, opts connector.IsolateOptions) (*connector.Isolated, error) {
-	defer sock.Close()
-	cmd.ExtraFiles[0].Close() // the shim's end: EOF here if it dies
+func (ic *IsolatedCmd) serve() (*Isolated, error) {
 	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, 0)
+	n, oobn, _, _, err := unix.Recvmsg(int(ic.sock.Fd()), buf, oob, 0)
 	if err != nil {
-		return nil, fmt.Errorf("--isolate=netns: receiving the TUN device: %w", err)
+		return nil, fmt.Errorf("receiving the TUN device: %w", err)
 	}
 	cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(cmsgs) != 1 {
-		return nil, errors.New("--isolate=netns: the namespace was not set up (see the message above)")
+		return nil, errors.New("the namespace was not set up (the shim's message is on the command's stderr)")
 	}
 	fds, err := unix.ParseUnixRights(&cmsgs[0])
 	if err != nil || len(fds) != 1 {
-		return nil, errors.New("--isolate=netns: no TUN device came from the namespace")
+		return nil, errors.New("no TUN device came from the namespace")
 	}
+	opts := ic.opts
 	opts.IPv6 = n == 1 && buf[0] == 1
-	iso, err := s.c.ServeTUN(os.NewFile(uintptr(fds[0]), "tun"), opts)
+	iso, err := ic.c.ServeTUN(os.NewFile(uintptr(fds[0]), "tun"), opts)
 	if err != nil {
-		return nil, fmt.Errorf("--isolate=netns: %w", err)
+		return nil, err
 	}
-	if _, err := sock.Write([]byte(s.c.ResolvConf())); err != nil {
+	if _, err := ic.sock.Write([]byte(ic.c.ResolvConf())); err != nil {
 		iso.Close()
-		return nil, fmt.Errorf("--isolate=netns: %w", err)
+		return nil, err
 	}
 	return iso, nil
 }
 
-// netnsExec is the shim, inside the namespaces. It returns only on
-// failure.
-func netnsExec(args []string, sio stdio) int {
-	fail := func(err error) int {
-		return sio.fail(&exitError{code: exitCannotExec, err: fmt.Errorf("--isolate=netns: %w", err)})
+// Wait waits for the command to exit, then stops serving its network.
+func (ic *IsolatedCmd) Wait() error {
+	err := ic.Cmd.Wait()
+	if ic.iso != nil {
+		ic.iso.Close()
 	}
-	if len(args) > 0 && args[0] == netnsRelay {
-		return netnsRelayExec(args[1:], sio)
+	return err
+}
+
+// isolationShim is the shim, inside the namespaces (or the relay, which
+// makes them); it returns an exit status only on failure.
+func isolationShim(args []string) int {
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "%s%v\n", shimErrPrefix, err)
+		return 126
+	}
+	if len(args) > 0 && args[0] == isolateRelay {
+		return isolationRelay(args[1:], fail)
 	}
 	runtime.LockOSThread()
 	tun, v6, err := netnsSetup()
-	if len(args) == 1 && args[0] == "--probe" {
+	if len(args) == 1 && args[0] == isolateProbe {
 		if err != nil {
 			return fail(err)
 		}
-		return exitOK
+		return 0
 	}
 	if len(args) < 3 {
-		return sio.fail(errors.New(netnsExecArg + ": want USER PATH ARGV0 [ARGS…]"))
+		return fail(errors.New("want USER PATH ARGV0 [ARGS…]"))
 	}
 	if err != nil {
 		return fail(err)
@@ -184,13 +264,13 @@ func netnsExec(args []string, sio stdio) int {
 		hello[0] = 1
 	}
 	if err := unix.Sendmsg(sock, hello, unix.UnixRights(tun), nil, 0); err != nil {
-		return fail(fmt.Errorf("handing the TUN device to tsconnect: %w", err))
+		return fail(fmt.Errorf("handing the TUN device over: %w", err))
 	}
 	unix.Close(tun)
 	conf := make([]byte, 4096)
 	n, err := unix.Read(sock, conf)
 	if err != nil || n == 0 {
-		return fail(errors.New("tsconnect did not serve the namespace's network"))
+		return fail(errors.New("the namespace's network was not served"))
 	}
 	unix.Close(sock)
 	if err := bindResolvConf(conf[:n]); err != nil {
@@ -200,34 +280,34 @@ func netnsExec(args []string, sio stdio) int {
 		return fail(err)
 	}
 	err = syscall.Exec(args[1], args[2:], os.Environ())
-	return sio.fail(&exitError{code: exitCannotExec, err: fmt.Errorf("%s: %w", args[1], err)})
+	return fail(fmt.Errorf("%s: %w", args[1], err))
 }
 
-// netnsRelayExec is the relay: it starts the shim in a new user namespace
+// isolationRelay is the relay: it starts the shim in a new user namespace
 // (with the network and mount namespaces in it), passes signals on and
-// exits with its status. It exists because tsconnect cannot do it itself:
-// the parent writes the child's uid_map, and tsconnect is not dumpable
+// exits with its status. It exists because the parent cannot do it itself:
+// the parent writes the child's uid_map, and the tsconnect command is not dumpable
 // (so that no process of its uid may read its memory), which makes the
 // child's /proc files root's until it executes; the relay, a fresh
 // executable, is dumpable, and holds no secret.
-func netnsRelayExec(args []string, sio stdio) int {
+func isolationRelay(args []string, fail func(error) int) int {
 	self, err := os.Executable()
 	if err != nil {
-		return sio.fail(err)
+		return fail(err)
 	}
-	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect", netnsExecArg}, args...)}
-	cmd.SysProcAttr = netnsProcAttr()
+	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect-isolate", isolateShimArg}, args...)}
+	cmd.SysProcAttr = isolateProcAttr()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if sock := os.NewFile(3, "netns-shim"); len(args) > 0 && args[0] != "--probe" {
+	if sock := os.NewFile(3, "netns-shim"); len(args) > 0 && args[0] != isolateProbe {
 		cmd.ExtraFiles = []*os.File{sock}
 	}
 	sigc := make(chan os.Signal, 8)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EINVAL) {
-			err = fmt.Errorf("this machine refuses tsconnect a user namespace (%v): they are off (kernel.unprivileged_userns_clone=0, user.max_user_namespaces=0), restricted (AppArmor's kernel.apparmor_restrict_unprivileged_userns) or refused by a seccomp profile (Docker's, CRI-O's); as root tsconnect needs none", err)
+			err = fmt.Errorf("this machine refuses a user namespace (%v): they are off (kernel.unprivileged_userns_clone=0, user.max_user_namespaces=0), restricted (AppArmor's kernel.apparmor_restrict_unprivileged_userns) or refused by a seccomp profile (Docker's, CRI-O's); as root none is needed", err)
 		}
-		return sio.fail(&exitError{code: exitCannotExec, err: err})
+		return fail(err)
 	}
 	for _, f := range cmd.ExtraFiles {
 		f.Close()
@@ -266,7 +346,7 @@ func netnsSetup() (tun int, v6 bool, err error) {
 		}
 		return -1, false, fmt.Errorf("/dev/net/tun: %w (the tun module, or the device in this container, is missing)", err)
 	}
-	ifr, err := unix.NewIfreq(connector.IsolatedDevice)
+	ifr, err := unix.NewIfreq(IsolatedDevice)
 	if err != nil {
 		return -1, false, err
 	}
@@ -279,32 +359,32 @@ func netnsSetup() (tun int, v6 bool, err error) {
 		req uint
 		set func(*unix.Ifreq) error
 	}{
-		{unix.SIOCSIFMTU, func(r *unix.Ifreq) error { r.SetUint32(connector.IsolatedMTU); return nil }},
-		{unix.SIOCSIFADDR, func(r *unix.Ifreq) error { return r.SetInet4Addr(connector.IsolatedAddr.Addr().AsSlice()) }},
+		{unix.SIOCSIFMTU, func(r *unix.Ifreq) error { r.SetUint32(IsolatedMTU); return nil }},
+		{unix.SIOCSIFADDR, func(r *unix.Ifreq) error { return r.SetInet4Addr(IsolatedAddr.Addr().AsSlice()) }},
 		{unix.SIOCSIFNETMASK, func(r *unix.Ifreq) error {
-			mask := net4Mask(connector.IsolatedAddr.Bits())
+			mask := net4Mask(IsolatedAddr.Bits())
 			return r.SetInet4Addr(mask[:])
 		}},
 	}
 	for _, st := range steps {
-		r, _ := unix.NewIfreq(connector.IsolatedDevice)
+		r, _ := unix.NewIfreq(IsolatedDevice)
 		if err := st.set(r); err != nil {
 			unix.Close(tun)
 			return -1, false, err
 		}
 		if err := unix.IoctlIfreq(ctl, st.req, r); err != nil {
 			unix.Close(tun)
-			return -1, false, fmt.Errorf("configuring %s: %w", connector.IsolatedDevice, err)
+			return -1, false, fmt.Errorf("configuring %s: %w", IsolatedDevice, err)
 		}
 	}
-	if err := linkUp(ctl, connector.IsolatedDevice); err != nil {
+	if err := linkUp(ctl, IsolatedDevice); err != nil {
 		unix.Close(tun)
 		return -1, false, err
 	}
 	v6 = ipv6Enabled()
-	if err := addDefaultRoutes(connector.IsolatedDevice, v6); err != nil {
+	if err := addDefaultRoutes(IsolatedDevice, v6); err != nil {
 		unix.Close(tun)
-		return -1, false, fmt.Errorf("routes through %s: %w", connector.IsolatedDevice, err)
+		return -1, false, fmt.Errorf("routes through %s: %w", IsolatedDevice, err)
 	}
 	return tun, v6, nil
 }
@@ -376,9 +456,9 @@ func addDefaultRoutes(dev string, v6 bool) error {
 	// ifaddrmsg (8) with IFA_F_NODAD (no duplicate detection: a
 	// tentative address would not be used for a second), then IFA_LOCAL
 	// and IFA_ADDRESS (20 each).
-	addr := connector.IsolatedAddr6.Addr().As16()
+	addr := IsolatedAddr6.Addr().As16()
 	b := make([]byte, 48)
-	b[0], b[1], b[2] = unix.AF_INET6, byte(connector.IsolatedAddr6.Bits()), unix.IFA_F_NODAD
+	b[0], b[1], b[2] = unix.AF_INET6, byte(IsolatedAddr6.Bits()), unix.IFA_F_NODAD
 	ne.PutUint32(b[4:], index)
 	for i, typ := range []uint16{unix.IFA_LOCAL, unix.IFA_ADDRESS} {
 		at := 8 + 20*i
@@ -454,9 +534,9 @@ func bindResolvConf(conf []byte) error {
 }
 
 // dropNetnsPrivileges leaves the command with no way out of the
-// namespaces: the ambient capabilities the shim had are cleared; a root
-// tsconnect's --child-user is taken; a root command loses CAP_SYS_ADMIN
-// and CAP_NET_ADMIN (setns(2) into another namespace, mounts, interfaces).
+// namespaces: the ambient capabilities the shim had are cleared; the
+// ChildUser, if any, is taken; a root command loses CAP_SYS_ADMIN and
+// CAP_NET_ADMIN (setns(2) into another namespace, mounts, interfaces).
 func dropNetnsPrivileges(user string) error {
 	const prCapAmbient, prCapAmbientClearAll, prCapbsetDrop = 47, 4, 24
 	if err := unix.Prctl(prCapAmbient, prCapAmbientClearAll, 0, 0, 0); err != nil {
