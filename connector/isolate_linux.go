@@ -52,9 +52,8 @@ type Isolated struct {
 	wg   sync.WaitGroup
 
 	mu    sync.Mutex
-	names map[string]netip.Addr // canonical name -> its address in the pool
-	addrs map[netip.Addr]string
-	next  uint32
+	names map[string]netip.Addr // canonical name -> its IPv4 address in the pool
+	addrs map[netip.Addr]string // the other way round
 }
 
 // ServeTUN serves the network of an isolated namespace on tun, a TUN
@@ -146,17 +145,21 @@ func (iso *Isolated) accept(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := addrOf(id.LocalAddress)
 	host := dst.String()
-	if isolatedPool.Contains(dst) || isolatedPool6.Contains(dst) {
+	if isolatedPool6.Contains(dst) {
+		if v4 := v4of(dst); v6of(v4) == dst {
+			dst = v4
+		} else {
+			dst = isolatedPool.Addr() // .0.0: never handed out
+		}
+	}
+	if isolatedPool.Contains(dst) {
 		iso.mu.Lock()
 		name, ok := iso.addrs[dst]
 		iso.mu.Unlock()
 		if !ok {
 			r.Complete(true)
-			iso.c.flows.record(AuditRecord{
-				Time: time.Now().UTC().Format(time.RFC3339Nano), Client: clientOf(id), Protocol: ProtocolIsolate,
-				Host: host, Port: id.LocalPort, Decision: socks.DecisionDeny,
-				Reason: "an address tsconnect's DNS server never handed out",
-			}, time.Time{})
+			iso.refused(AuditRecord{Client: clientOf(id), Protocol: ProtocolIsolate, Host: host, Port: id.LocalPort,
+				Reason: "an address tsconnect's DNS server never handed out"})
 			return
 		}
 		host = name
@@ -259,10 +262,7 @@ func (iso *Isolated) lookup(q dnsmessage.Question, client string, answers *[]dns
 	if !d.Allow {
 		if d.Host != "" && q.Type != dnsmessage.TypeAAAA && !strings.HasSuffix(host, ".arpa") { // one record per lookup, not per A and AAAA
 			c.flows.m.hit(d)
-			c.flows.record(AuditRecord{
-				Time: time.Now().UTC().Format(time.RFC3339Nano), Client: client, Protocol: ProtocolIsolateDNS,
-				Host: d.Host, Decision: socks.DecisionDeny, Rule: d.Rule, Reason: d.Reason,
-			}, time.Time{})
+			iso.refused(AuditRecord{Client: client, Protocol: ProtocolIsolateDNS, Host: d.Host, Rule: d.Rule, Reason: d.Reason})
 		}
 		return iso.opts.DeniedRcode
 	}
@@ -294,29 +294,41 @@ func (iso *Isolated) lookup(q dnsmessage.Question, client string, answers *[]dns
 	return dnsmessage.RCodeSuccess
 }
 
+// refused audits r, something of the namespace's refused before any dial.
+func (iso *Isolated) refused(r AuditRecord) {
+	r.Time, r.Decision = time.Now().UTC().Format(time.RFC3339Nano), socks.DecisionDeny
+	iso.c.flows.record(r, time.Time{})
+}
+
 // addrFor is name's addresses in the pools, given out the first time it is
 // asked for and kept while the namespace lives; false once the pools are
 // spent.
 func (iso *Isolated) addrFor(name string) (netip.Addr, netip.Addr, bool) {
 	iso.mu.Lock()
 	defer iso.mu.Unlock()
-	if a, ok := iso.names[name]; ok {
-		return a, iso.v6of(a), true
+	a, ok := iso.names[name]
+	if !ok {
+		n := len(iso.names) + 1 // .0.0 is the pool's network address
+		if n >= 1<<16-1 {
+			return netip.Addr{}, netip.Addr{}, false
+		}
+		base := isolatedPool.Addr().As4()
+		a = netip.AddrFrom4([4]byte{base[0], base[1], byte(n >> 8), byte(n)})
+		iso.names[name], iso.addrs[a] = a, name
 	}
-	if iso.next >= 1<<16-2 {
-		return netip.Addr{}, netip.Addr{}, false
-	}
-	iso.next++
-	base := isolatedPool.Addr().As4()
-	a := netip.AddrFrom4([4]byte{base[0], base[1], byte(iso.next >> 8), byte(iso.next)})
-	a6 := iso.v6of(a)
-	iso.names[name], iso.addrs[a], iso.addrs[a6] = a, name, name
-	return a, a6, true
+	return a, v6of(a), true
 }
 
-// v6of is the IPv6 address with the same index as a, an IPv4 one.
-func (iso *Isolated) v6of(a netip.Addr) netip.Addr {
+// v6of is the IPv6 address with the same index as a, an IPv4 one of the
+// pool, and v4of the other way round.
+func v6of(a netip.Addr) netip.Addr {
 	b, v4 := isolatedPool6.Addr().As16(), a.As4()
 	b[14], b[15] = v4[2], v4[3]
 	return netip.AddrFrom16(b)
+}
+
+func v4of(a netip.Addr) netip.Addr {
+	b, v6 := isolatedPool.Addr().As4(), a.As16()
+	b[2], b[3] = v6[14], v6[15]
+	return netip.AddrFrom4(b)
 }
