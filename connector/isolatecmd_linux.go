@@ -19,11 +19,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -91,13 +91,15 @@ func shimCommand(args ...string) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot find this program's own binary, which is the shim: %w", err)
 	}
-	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect-isolate", isolateShimArg}, args...)}
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr = isolateProcAttr()
-	} else {
-		cmd.Args = slices.Insert(cmd.Args, 2, isolateRelay)
+	if os.Geteuid() != 0 {
+		return shimIn(self, append([]string{isolateRelay}, args...), nil), nil
 	}
-	return cmd, nil
+	return shimIn(self, args, isolateProcAttr()), nil
+}
+
+// shimIn is the shim, self, with args, started with attr.
+func shimIn(self string, args []string, attr *syscall.SysProcAttr) *exec.Cmd {
+	return &exec.Cmd{Path: self, Args: append([]string{"tsconnect-isolate", isolateShimArg}, args...), SysProcAttr: attr}
 }
 
 // isolateProcAttr makes the shim's namespaces.
@@ -295,8 +297,7 @@ func isolationRelay(args []string, fail func(error) int) int {
 	if err != nil {
 		return fail(err)
 	}
-	cmd := &exec.Cmd{Path: self, Args: append([]string{"tsconnect-isolate", isolateShimArg}, args...)}
-	cmd.SysProcAttr = isolateProcAttr()
+	cmd := shimIn(self, args, isolateProcAttr())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if sock := os.NewFile(3, "netns-shim"); len(args) > 0 && args[0] != isolateProbe {
 		cmd.ExtraFiles = []*os.File{sock}
@@ -330,7 +331,7 @@ func isolationRelay(args []string, fail func(error) int) int {
 // netnsSetup brings lo up and makes the TUN device, with its address, MTU
 // and the default routes through it. It returns the device's fd, and
 // whether IPv6 is set up too.
-func netnsSetup() (tun int, v6 bool, err error) {
+func netnsSetup() (_ int, v6 bool, err error) {
 	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, false, err
@@ -339,54 +340,48 @@ func netnsSetup() (tun int, v6 bool, err error) {
 	if err := linkUp(ctl, "lo"); err != nil {
 		return -1, false, err
 	}
-	tun, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			return -1, false, fmt.Errorf("/dev/net/tun: %w (on this machine only root may open it; as another user tsconnect needs it mode 0666, as most distributions make it)", err)
 		}
 		return -1, false, fmt.Errorf("/dev/net/tun: %w (the tun module, or the device in this container, is missing)", err)
 	}
-	ifr, err := unix.NewIfreq(IsolatedDevice)
-	if err != nil {
-		return -1, false, err
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(tun, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(tun)
-		return -1, false, fmt.Errorf("TUNSETIFF: %w", err)
-	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
 	steps := []struct {
+		fd  int
 		req uint
 		set func(*unix.Ifreq) error
 	}{
-		{unix.SIOCSIFMTU, func(r *unix.Ifreq) error { r.SetUint32(IsolatedMTU); return nil }},
-		{unix.SIOCSIFADDR, func(r *unix.Ifreq) error { return r.SetInet4Addr(IsolatedAddr.Addr().AsSlice()) }},
-		{unix.SIOCSIFNETMASK, func(r *unix.Ifreq) error {
-			mask := net4Mask(IsolatedAddr.Bits())
-			return r.SetInet4Addr(mask[:])
-		}},
+		{fd, unix.TUNSETIFF, func(r *unix.Ifreq) error { r.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI); return nil }},
+		{ctl, unix.SIOCSIFMTU, func(r *unix.Ifreq) error { r.SetUint32(IsolatedMTU); return nil }},
+		{ctl, unix.SIOCSIFADDR, func(r *unix.Ifreq) error { return r.SetInet4Addr(IsolatedAddr.Addr().AsSlice()) }},
+		{ctl, unix.SIOCSIFNETMASK, func(r *unix.Ifreq) error { return r.SetInet4Addr(net.CIDRMask(IsolatedAddr.Bits(), 32)) }},
 	}
 	for _, st := range steps {
-		r, _ := unix.NewIfreq(IsolatedDevice)
-		if err := st.set(r); err != nil {
-			unix.Close(tun)
-			return -1, false, err
+		r, err := unix.NewIfreq(IsolatedDevice)
+		if err == nil {
+			err = st.set(r)
 		}
-		if err := unix.IoctlIfreq(ctl, st.req, r); err != nil {
-			unix.Close(tun)
+		if err == nil {
+			err = unix.IoctlIfreq(st.fd, st.req, r)
+		}
+		if err != nil {
 			return -1, false, fmt.Errorf("configuring %s: %w", IsolatedDevice, err)
 		}
 	}
 	if err := linkUp(ctl, IsolatedDevice); err != nil {
-		unix.Close(tun)
 		return -1, false, err
 	}
 	v6 = ipv6Enabled()
-	if err := addDefaultRoutes(IsolatedDevice, v6); err != nil {
-		unix.Close(tun)
+	if err := addDefaultRoutes(ctl, IsolatedDevice, v6); err != nil {
 		return -1, false, fmt.Errorf("routes through %s: %w", IsolatedDevice, err)
 	}
-	return tun, v6, nil
+	return fd, v6, nil
 }
 
 // ipv6Enabled reports whether this network namespace has IPv6 (a kernel
@@ -394,13 +389,6 @@ func netnsSetup() (tun int, v6 bool, err error) {
 func ipv6Enabled() bool {
 	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/disable_ipv6")
 	return err == nil && strings.TrimSpace(string(b)) == "0"
-}
-
-func lastLine(s string) string { return s[strings.LastIndexByte(s, '\n')+1:] }
-
-func net4Mask(bits int) [4]byte {
-	m := ^uint32(0) << (32 - bits)
-	return [4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}
 }
 
 // linkUp sets IFF_UP on the interface name.
@@ -419,20 +407,15 @@ func linkUp(ctl int, name string) error {
 	return nil
 }
 
-// addDefaultRoutes adds 0.0.0.0/0 on the link dev and, when v6, the
+// addDefaultRoutes adds 0.0.0.0/0 on the link dev (ctl: a socket for its
+// index) and, when v6, the
 // IPv6 address and ::/0 on it too.
-func addDefaultRoutes(dev string, v6 bool) error {
+func addDefaultRoutes(ctl int, dev string, v6 bool) error {
 	ifc, err := unix.NewIfreq(dev)
 	if err != nil {
 		return err
 	}
-	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	err = unix.IoctlIfreq(ctl, unix.SIOCGIFINDEX, ifc)
-	unix.Close(ctl)
-	if err != nil {
+	if err := unix.IoctlIfreq(ctl, unix.SIOCGIFINDEX, ifc); err != nil {
 		return err
 	}
 	index := ifc.Uint32()
@@ -538,8 +521,7 @@ func bindResolvConf(conf []byte) error {
 // ChildUser, if any, is taken; a root command loses CAP_SYS_ADMIN and
 // CAP_NET_ADMIN (setns(2) into another namespace, mounts, interfaces).
 func dropNetnsPrivileges(user string) error {
-	const prCapAmbient, prCapAmbientClearAll, prCapbsetDrop = 47, 4, 24
-	if err := unix.Prctl(prCapAmbient, prCapAmbientClearAll, 0, 0, 0); err != nil {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clearing ambient capabilities: %w", err)
 	}
 	if user != "-" {
@@ -576,7 +558,7 @@ func dropNetnsPrivileges(user string) error {
 	}
 	if os.Geteuid() == 0 {
 		for _, c := range []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN} {
-			if err := unix.Prctl(prCapbsetDrop, c, 0, 0, 0); err != nil {
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
 				return fmt.Errorf("dropping capability %d: %w", c, err)
 			}
 		}
