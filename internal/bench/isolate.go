@@ -26,32 +26,47 @@ const isolateThreads = 16
 
 // startIsolated starts `tsconnect run --isolate=netns` whose command writes
 // what the namespace's resolver answers for the bench server's name, then
-// sleeps until it is stopped. It returns the process and the address.
-func startIsolated(ctx context.Context, bin, dir, controlURL, key, hostname, target string, extra ...string) (*proc, string, error) {
-	host, _, _ := net.SplitHostPort(target)
+// sleeps until it is stopped, and returns the process and a dialer from
+// inside that namespace to that address (stop ends the dialer's threads).
+func startIsolated(ctx context.Context, bin, dir, controlURL, key, hostname, target string, extra ...string) (p *proc, dial Dialer, stop func(), err error) {
+	host, port, _ := net.SplitHostPort(target)
 	addrFile := filepath.Join(dir, "addr")
 	args := append([]string{"run", "--isolate=netns", "--listen", "127.0.0.1:0", "--control-url", controlURL,
 		"--hostname", hostname, "--allow", target}, extra...)
 	args = append(args, "--", "sh", "-c", `getent hosts "$0" > "$1.tmp" && mv "$1.tmp" "$1" && exec sleep 1000000`, host, addrFile)
-	p, err := startProc(dir, bin, []string{"TS_AUTHKEY=" + key}, args...)
-	if err != nil {
-		return nil, "", err
+	if p, err = startProc(dir, bin, []string{"TS_AUTHKEY=" + key}, args...); err != nil {
+		return nil, nil, nil, err
 	}
 	p.node = hostname
 	p.commands[0] = "TS_AUTHKEY=… " + p.commands[0]
+	addr, err := resolvedAddr(ctx, p, addrFile, host)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	child, err := isolatedChild(p.pid())
+	if err != nil {
+		return p, nil, nil, err
+	}
+	dial, stop, err = netnsDialer(child, net.JoinHostPort(addr, port))
+	return p, dial, stop, err
+}
+
+// resolvedAddr waits for the command of p to write what the namespace's
+// resolver said of host to file, and returns the address.
+func resolvedAddr(ctx context.Context, p *proc, file, host string) (string, error) {
 	for {
-		if b, err := os.ReadFile(addrFile); err == nil {
+		if b, err := os.ReadFile(file); err == nil {
 			f := strings.Fields(string(b))
 			if len(f) == 0 {
-				return p, "", fmt.Errorf("bench: the namespace's resolver gave %s no address", host)
+				return "", fmt.Errorf("bench: the namespace's resolver gave %s no address", host)
 			}
-			return p, f[0], nil
+			return f[0], nil
 		}
 		select {
 		case <-p.exited:
-			return p, "", fmt.Errorf("bench: tsconnect run --isolate exited at start:\n%s", p.logTail())
+			return "", fmt.Errorf("bench: tsconnect run --isolate exited at start:\n%s", p.logTail())
 		case <-ctx.Done():
-			return p, "", ctx.Err()
+			return "", ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

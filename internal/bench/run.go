@@ -334,17 +334,9 @@ func (r *runner) procColumn(ctx context.Context, res *Result) {
 	var p *proc
 	t0 := time.Now()
 	if res.Column == ColTSConnectIsolate {
-		var addr string
-		p, addr, err = startIsolated(ctx, r.tsconnect, dir, r.ctl.URL, key, name, r.target, r.cfg.TSFlags...)
-		if err == nil {
-			var child int
-			if child, err = isolatedChild(p.pid()); err == nil {
-				var stop func()
-				_, port, _ := net.SplitHostPort(r.target)
-				if dial, stop, err = netnsDialer(child, net.JoinHostPort(addr, port)); err == nil {
-					defer stop()
-				}
-			}
+		var stop func()
+		if p, dial, stop, err = startIsolated(ctx, r.tsconnect, dir, r.ctl.URL, key, name, r.target, r.cfg.TSFlags...); err == nil {
+			defer stop()
 		}
 	} else if strings.HasPrefix(res.Column, "tsconnect") {
 		// The allowlist names exactly the bench server: the policy check runs
